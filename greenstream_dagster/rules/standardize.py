@@ -1,0 +1,310 @@
+"""Steps 4 to 8 of DESIGN.md section 2 for one UTC day: the clean rows and the quarantine.
+
+Input: the day's rows in ``raw_readings`` (and ``raw_files`` for each file's arrival), plus what
+the rules need from the day before: its clean rows and its quarantined readings (the z-score's
+trailing window, the meter's interval, the gap and the forward fill across midnight).
+
+Output: two temp tables, ``staged_standardized`` and ``staged_quarantine``, with the columns of
+the warehouse tables of the same name, ready for ``warehouse.replace_days``. Every raw row of the
+day lands in exactly one of them (quarantine, or a clean row that carries its source_line).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import duckdb
+
+from ..settings import Settings
+from . import codes
+from .row_checks import NO_DAY_REASONS, checked_rows_sql, parameters, run, sql_list
+
+STAGED_STANDARDIZED = "staged_standardized"
+STAGED_QUARANTINE = "staged_quarantine"
+
+
+def _micros(hours: float) -> int:
+    return int(round(hours * 3_600_000_000))
+
+
+def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Settings) -> None:
+    """Stage the clean rows and the quarantine of ``day`` (see the module docstring)."""
+    lookback_days = max(1, math.ceil(settings.zscore_window_hours / 24))
+    p = {
+        **parameters(settings),
+        "day": day,
+        "prev_day": day - dt.timedelta(days=1),
+        "window_start_day": day - dt.timedelta(days=lookback_days),
+        "max_kw": settings.max_kw,
+        "min_readings": settings.zscore_min_readings,
+        "threshold": settings.zscore_threshold,
+        "default_minutes": settings.default_interval_minutes,
+        "fill_minutes": settings.fill_max_minutes,
+    }
+
+    # Steps 1-3 on the day's raw rows (same SQL as when the file landed).
+    run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE day_checked AS
+        {
+            checked_rows_sql(
+                '''(SELECT r.*, f.arrival_time FROM raw_readings r
+                               JOIN raw_files f USING (source_file)
+                               WHERE r.partition_date = $day)''',
+                settings,
+            )
+        }""",
+        p,
+    )
+
+    # Step 4: one version per meter and UTC timestamp. Latest arrival, then latest line wins,
+    # but a version with a value always beats one without.
+    run(
+        con,
+        """CREATE OR REPLACE TEMP TABLE day_versions AS
+        SELECT *,
+            row_number() OVER version_order AS version_rank,
+            count(*) OVER (PARTITION BY meter_key, reading_ts) AS versions,
+            first_value(source_file) OVER version_order AS winner_file,
+            first_value(source_line) OVER version_order AS winner_line
+        FROM day_checked
+        WHERE early_reason IS NULL
+        WINDOW version_order AS (PARTITION BY meter_key, reading_ts
+            ORDER BY value IS NOT NULL DESC, arrival_time DESC, source_file DESC,
+                     source_line DESC)""",
+    )
+
+    # Steps 5 and 6: kW, then the range.
+    run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE day_survivors AS
+        WITH converted AS (
+            SELECT *,
+                CASE WHEN unit = '{codes.UNIT_WATT}' THEN value / 1000 ELSE value END AS kw,
+                value IS NOT NULL AND unit = '{codes.UNIT_WATT}' AS unit_converted,
+                versions > 1 AS had_duplicates
+            FROM day_versions WHERE version_rank = 1
+        )
+        SELECT *,
+            CASE WHEN kw < 0 THEN '{codes.NEGATIVE_VALUE}'
+                 WHEN kw > $max_kw THEN '{codes.ABOVE_MAX}' END AS range_reason
+        FROM converted""",
+        p,
+    )
+
+    # Step 7: the trailing window holds readings that passed step 6, the day before included:
+    # there, the clean measured readings and the readings that step 7 itself rejected.
+    window = _micros(settings.zscore_window_hours)
+    run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE day_zscores AS
+        WITH population AS (
+            SELECT meter_key, reading_ts, kw, TRUE AS is_today
+            FROM day_survivors WHERE kw IS NOT NULL AND range_reason IS NULL
+            UNION ALL
+            SELECT meter_id, reading_ts, kw, FALSE FROM standardized_readings
+            WHERE partition_date BETWEEN $window_start_day AND $prev_day
+              AND quality = '{codes.QUALITY_MEASURED}'
+            UNION ALL
+            SELECT trim(meter_id), reading_ts, kw, FALSE FROM quarantine
+            WHERE partition_date BETWEEN $window_start_day AND $prev_day
+              AND reason = '{codes.OUTLIER_ZSCORE}'
+        ),
+        stats AS (
+            SELECT *,
+                count(kw) OVER w AS n, avg(kw) OVER w AS mean, stddev_samp(kw) OVER w AS sd
+            FROM population
+            WINDOW w AS (PARTITION BY meter_key ORDER BY reading_ts
+                RANGE BETWEEN INTERVAL '{window} microseconds' PRECEDING AND CURRENT ROW
+                EXCLUDE CURRENT ROW)
+        )
+        SELECT meter_key, reading_ts, n, mean, sd, (kw - mean) / sd AS z
+        FROM stats
+        WHERE is_today AND n >= $min_readings AND sd > 0 AND abs((kw - mean) / sd) > $threshold
+        """,
+        p,
+    )
+
+    # Step 8, first the interval: each meter's most common spacing between consecutive distinct
+    # timestamps of rows that survived step 4, the day before included (shorter on a tie).
+    run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE prev_survivors AS
+        SELECT meter_id AS meter_key, reading_ts FROM standardized_readings
+        WHERE partition_date = $prev_day AND source_line IS NOT NULL
+        UNION ALL
+        SELECT trim(meter_id), reading_ts FROM quarantine
+        WHERE partition_date = $prev_day
+          AND reason IN {sql_list(codes.READING_REJECTED_REASONS)}""",
+        p,
+    )
+    run(
+        con,
+        """CREATE OR REPLACE TEMP TABLE meter_intervals AS
+        WITH stamps AS (
+            SELECT meter_key, reading_ts FROM day_survivors
+            UNION SELECT meter_key, reading_ts FROM prev_survivors
+            WHERE meter_key IN (SELECT meter_key FROM day_survivors)
+        ),
+        spacings AS (
+            SELECT meter_key,
+                epoch(reading_ts - lag(reading_ts) OVER (PARTITION BY meter_key
+                    ORDER BY reading_ts)) / 60 AS minutes
+            FROM stamps
+        ),
+        counted AS (
+            SELECT meter_key, minutes, count(*) AS times FROM spacings
+            WHERE minutes IS NOT NULL GROUP BY ALL
+        ),
+        modes AS (
+            SELECT meter_key, arg_min(minutes, (-times, minutes)) AS interval_minutes
+            FROM counted GROUP BY meter_key
+        )
+        SELECT m.meter_key, coalesce(modes.interval_minutes, $default_minutes)
+            AS interval_minutes
+        FROM (SELECT DISTINCT meter_key FROM day_survivors) m LEFT JOIN modes USING (meter_key)
+        """,
+        p,
+    )
+
+    # Every interval of the day in order: the surviving readings, and the intervals between two
+    # of them more than one interval apart (generated one interval apart). The day before's
+    # last reading opens the day; generated intervals before midnight only count run lengths.
+    run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE day_intervals AS
+        WITH readings AS (
+            SELECT s.meter_key, s.reading_ts,
+                CASE WHEN s.range_reason IS NULL AND z.meter_key IS NULL THEN s.kw END AS kw,
+                s.range_reason IS NOT NULL OR z.meter_key IS NOT NULL AS rejected,
+                s.unit_converted, s.had_duplicates, s.source_file, s.source_line, TRUE AS is_today
+            FROM day_survivors s
+            LEFT JOIN day_zscores z USING (meter_key, reading_ts)
+            UNION ALL
+            SELECT p.meter_key, max(p.reading_ts), NULL, NULL, NULL, NULL, NULL, NULL, FALSE
+            FROM prev_survivors p SEMI JOIN meter_intervals USING (meter_key)
+            GROUP BY p.meter_key
+        ),
+        spaced AS (
+            SELECT readings.*, interval_minutes,
+                lag(reading_ts) OVER (PARTITION BY meter_key ORDER BY reading_ts) AS prev_ts
+            FROM readings JOIN meter_intervals USING (meter_key)
+        ),
+        gaps AS (
+            SELECT meter_key, interval_minutes,
+                unnest(range(prev_ts + to_microseconds(CAST(interval_minutes * 60e6 AS BIGINT)),
+                             reading_ts,
+                             to_microseconds(CAST(interval_minutes * 60e6 AS BIGINT))))
+                    AS reading_ts
+            FROM spaced
+            WHERE is_today AND prev_ts IS NOT NULL
+              AND reading_ts - prev_ts > to_microseconds(CAST(interval_minutes * 60e6 AS BIGINT))
+        )
+        SELECT meter_key, reading_ts, kw, rejected, unit_converted, had_duplicates,
+            source_file, source_line, interval_minutes, FALSE AS absent
+        FROM spaced WHERE is_today
+        UNION ALL
+        SELECT meter_key, reading_ts, NULL, FALSE, FALSE, FALSE, NULL, NULL,
+            interval_minutes, TRUE
+        FROM gaps
+        """,
+    )
+
+    # Forward fill: a run of consecutive missing intervals shorter than the limit in total,
+    # right after a measured reading (the day before's clean rows count), takes that reading's kW.
+    run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE {STAGED_STANDARDIZED} AS
+        WITH prev_tail AS (
+            -- the day before's clean rows from its last measured reading on: they open the run
+            SELECT p.meter_id AS meter_key, p.reading_ts, p.kw,
+                p.quality = '{codes.QUALITY_MEASURED}' AS measured, FALSE AS is_today
+            FROM standardized_readings p
+            JOIN (SELECT meter_id, max(reading_ts) AS last_measured FROM standardized_readings
+                  WHERE partition_date = $prev_day AND quality = '{codes.QUALITY_MEASURED}'
+                  GROUP BY meter_id) m USING (meter_id)
+            WHERE p.partition_date = $prev_day AND p.reading_ts >= m.last_measured
+              AND p.meter_id IN (SELECT meter_key FROM meter_intervals)
+        ),
+        sequence AS (
+            SELECT meter_key, reading_ts, kw, measured, is_today FROM prev_tail
+            UNION ALL
+            SELECT meter_key, reading_ts, kw, kw IS NOT NULL, reading_ts >= CAST($day AS TIMESTAMPTZ)
+            FROM day_intervals
+        ),
+        runs AS (
+            SELECT *,
+                sum(CAST(measured AS INTEGER)) OVER (PARTITION BY meter_key ORDER BY reading_ts
+                    ROWS UNBOUNDED PRECEDING) AS run_id
+            FROM sequence
+        ),
+        run_facts AS (
+            SELECT meter_key, run_id,
+                count(*) FILTER (WHERE NOT measured) AS missing_count,
+                max(kw) FILTER (WHERE measured) AS anchor_kw,
+                bool_or(measured) AS has_anchor
+            FROM runs GROUP BY meter_key, run_id
+        )
+        SELECT i.meter_key AS meter_id, i.reading_ts,
+            CASE WHEN i.kw IS NOT NULL THEN i.kw WHEN fillable THEN anchor_kw END AS kw,
+            CASE WHEN i.kw IS NOT NULL THEN '{codes.QUALITY_MEASURED}'
+                 WHEN fillable THEN '{codes.QUALITY_FILLED}'
+                 ELSE '{codes.QUALITY_MISSING}' END AS quality,
+            i.kw IS NULL AS missing_value,
+            i.kw IS NULL AND fillable AS filled,
+            coalesce(i.unit_converted AND NOT i.rejected, FALSE) AS unit_converted,
+            coalesce(i.had_duplicates AND NOT i.rejected, FALSE) AS had_duplicates,
+            i.interval_minutes,
+            CASE WHEN NOT i.rejected THEN i.source_file END AS source_file,
+            CASE WHEN NOT i.rejected THEN i.source_line END AS source_line,
+            CAST($day AS DATE) AS partition_date
+        FROM day_intervals i
+        JOIN runs USING (meter_key, reading_ts)
+        JOIN (SELECT *, has_anchor AND missing_count * interval_minutes < $fill_minutes
+                  AS fillable
+              FROM run_facts JOIN meter_intervals USING (meter_key)) f USING (meter_key, run_id)
+        WHERE i.reading_ts >= CAST($day AS TIMESTAMPTZ)
+        """,
+        p,
+    )
+
+    _stage_quarantine(con, p)
+
+
+def _stage_quarantine(con: duckdb.DuckDBPyConnection, p: dict[str, object]) -> None:
+    """Every raw row of the day that no clean row carries, with the first reason that hit it."""
+    raw_text = 'meter_id, "timestamp", energy_value, energy_unit'
+    run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE {STAGED_QUARANTINE} AS
+        SELECT *, CAST($day AS DATE) AS partition_date FROM (
+        SELECT {raw_text}, early_reason AS reason, detail,
+            CASE WHEN early_reason NOT IN {sql_list(NO_DAY_REASONS)} THEN reading_ts END
+                AS reading_ts,
+            NULL::DOUBLE AS kw, source_file, source_line
+        FROM day_checked WHERE early_reason IS NOT NULL
+        UNION ALL
+        SELECT {raw_text}, '{codes.DUPLICATE}',
+            'meter ' || meter_key || ' at ' || strftime(reading_ts, '%Y-%m-%dT%H:%M:%SZ')
+                || ' has a version that wins: file ' || winner_file || ' line ' || winner_line,
+            reading_ts,
+            CASE WHEN unit = '{codes.UNIT_WATT}' THEN value / 1000 ELSE value END,
+            source_file, source_line
+        FROM day_versions WHERE version_rank > 1
+        UNION ALL
+        SELECT {raw_text}, range_reason,
+            'kW ' || kw || CASE WHEN range_reason = '{codes.NEGATIVE_VALUE}' THEN ' is below 0'
+                                ELSE ' is above the maximum ' || $max_kw END,
+            reading_ts, kw, source_file, source_line
+        FROM day_survivors WHERE range_reason IS NOT NULL
+        UNION ALL
+        SELECT {raw_text}, '{codes.OUTLIER_ZSCORE}',
+            'z = ' || round(z, 2) || ' from ' || n || ' readings of the trailing window (mean '
+                || round(mean, 4) || ' kW, sd ' || round(sd, 4) || ' kW)',
+            reading_ts, kw, source_file, source_line
+        FROM day_survivors s JOIN day_zscores USING (meter_key, reading_ts)
+        WHERE s.range_reason IS NULL)
+        """,
+        p,
+    )

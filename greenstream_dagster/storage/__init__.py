@@ -1,0 +1,1 @@
+"""Where data lives: the raw zone (landed files), the DuckDB warehouse, the Parquet archive."""

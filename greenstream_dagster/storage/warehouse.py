@@ -1,0 +1,154 @@
+"""The DuckDB warehouse: table definitions and the one way a day's rows are replaced.
+
+Every table that holds daily data has a ``partition_date`` column. A day is always replaced
+inside one transaction (delete the day, insert the new rows), so a re-run never doubles rows and
+a failure half way leaves the previous rows of that day in place (DESIGN.md section 5).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+# Columns of DESIGN.md section 5, plus a few the pipeline needs to carry state between days;
+# the extras are documented in the README.
+TABLES: dict[str, str] = {
+    # One row per landed file, mirrored from the raw zone's sidecars.
+    "raw_files": """
+        source_file VARCHAR PRIMARY KEY,
+        original_name VARCHAR NOT NULL,
+        size_bytes BIGINT NOT NULL,
+        arrival_time TIMESTAMPTZ NOT NULL,
+        days DATE[] NOT NULL,
+        status VARCHAR NOT NULL,
+        reason VARCHAR
+    """,
+    "raw_readings": """
+        meter_id VARCHAR,
+        "timestamp" VARCHAR,
+        energy_value VARCHAR,
+        energy_unit VARCHAR,
+        extra_fields VARCHAR,
+        field_count INTEGER NOT NULL,
+        raw_line VARCHAR,
+        source_file VARCHAR NOT NULL,
+        source_line BIGINT NOT NULL,
+        partition_date DATE NOT NULL
+    """,
+    "standardized_readings": """
+        meter_id VARCHAR NOT NULL,
+        reading_ts TIMESTAMPTZ NOT NULL,
+        kw DOUBLE,
+        quality VARCHAR NOT NULL,
+        missing_value BOOLEAN NOT NULL,
+        filled BOOLEAN NOT NULL,
+        unit_converted BOOLEAN NOT NULL,
+        had_duplicates BOOLEAN NOT NULL,
+        interval_minutes DOUBLE NOT NULL,
+        source_file VARCHAR,
+        source_line BIGINT,
+        partition_date DATE NOT NULL
+    """,
+    "quarantine": """
+        meter_id VARCHAR,
+        "timestamp" VARCHAR,
+        energy_value VARCHAR,
+        energy_unit VARCHAR,
+        reason VARCHAR NOT NULL,
+        detail VARCHAR NOT NULL,
+        reading_ts TIMESTAMPTZ,
+        kw DOUBLE,
+        source_file VARCHAR NOT NULL,
+        source_line BIGINT NOT NULL,
+        partition_date DATE NOT NULL
+    """,
+    "fault_flags": """
+        meter_id VARCHAR NOT NULL,
+        rule VARCHAR NOT NULL,
+        run_start TIMESTAMPTZ NOT NULL,
+        run_end TIMESTAMPTZ NOT NULL,
+        partition_date DATE NOT NULL
+    """,
+    # What the fault rules carry from one day to the next: the open near-zero run and the
+    # zero-energy streak of each meter that has one (sparse: other meters have no row).
+    "meter_fault_state": """
+        meter_id VARCHAR NOT NULL,
+        near_zero_run_start TIMESTAMPTZ,
+        zero_streak INTEGER NOT NULL,
+        zero_streak_start DATE,
+        partition_date DATE NOT NULL
+    """,
+    # One row per fault episode alerted, so a flag that goes on day after day, or a re-run
+    # of a day, never alerts twice.
+    "fault_alerts": """
+        meter_id VARCHAR NOT NULL,
+        rule VARCHAR NOT NULL,
+        run_start TIMESTAMPTZ NOT NULL,
+        partition_date DATE NOT NULL,
+        raised_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (meter_id, rule, run_start)
+    """,
+    "meter_daily_peaks": """
+        meter_id VARCHAR NOT NULL,
+        partition_date DATE NOT NULL,
+        peak_kw DOUBLE NOT NULL,
+        peak_ts TIMESTAMPTZ NOT NULL
+    """,
+    "system_peaks": """
+        partition_date DATE NOT NULL,
+        peak_ts TIMESTAMPTZ NOT NULL,
+        total_kw DOUBLE NOT NULL,
+        meters_reporting INTEGER NOT NULL
+    """,
+}
+
+
+def configure(con: duckdb.DuckDBPyConnection) -> None:
+    """Make every session compute in UTC, whatever the machine's zone, and create the tables."""
+    con.execute("SET TimeZone = 'UTC'")
+    for name, columns in TABLES.items():
+        con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
+
+
+@contextmanager
+def connect(path: Path | str, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A configured connection to the warehouse file (or ``:memory:`` in tests)."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        if read_only:
+            con.execute("SET TimeZone = 'UTC'")
+        else:
+            configure(con)
+        yield con
+    finally:
+        con.close()
+
+
+def replace_days(
+    con: duckdb.DuckDBPyConnection, outputs: dict[str, str], days: list[dt.date]
+) -> dict[str, int]:
+    """Replace the rows of ``days`` in each target table by the rows of a staged relation.
+
+    ``outputs`` maps a warehouse table to the name of a temp table or view holding the new rows
+    (same columns). All tables change in one transaction: readers see the old day or the new
+    one, never a mix, and an error rolls everything back.
+    """
+    counts: dict[str, int] = {}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table, staged in outputs.items():
+            con.execute(f"DELETE FROM {table} WHERE partition_date = ANY(?)", [days])
+            counts[table] = con.execute(
+                f"INSERT INTO {table} BY NAME SELECT * FROM {staged}"
+            ).fetchone()[0]
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return counts

@@ -1,0 +1,80 @@
+"""Landing a file: into the raw zone, read once to learn its UTC days, registered by a sidecar.
+
+Used by the sensor and by ``greenstream process``; no Dagster import, so it is testable alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from .rules.meter_csv import RejectedFile, read_meter_csv
+from .rules.row_checks import bind, parameters, placed_rows_sql
+from .settings import Settings
+from .storage.raw_zone import ACCEPTED, REJECTED, RawZone, Sidecar
+
+
+@dataclass(frozen=True)
+class Landed:
+    sidecar: Sidecar
+    already_landed: bool  # the same bytes were landed before: nothing new to process
+
+
+def land_file(
+    path: Path,
+    settings: Settings,
+    *,
+    remove_source: bool = False,
+    arrival: dt.datetime | None = None,
+) -> Landed:
+    """Store ``path`` in the raw zone and register it, accepted with its days or rejected."""
+    zone = RawZone(settings.raw_dir)
+    sha = zone.store(path)
+    if zone.is_landed(sha):
+        landed = Landed(zone.sidecar(sha), already_landed=True)
+    else:
+        arrival = arrival or dt.datetime.now(dt.UTC)
+        size = zone.data_path(sha).stat().st_size
+        try:
+            table = read_meter_csv(zone.data_path(sha)).table
+            sidecar = Sidecar(
+                sha, path.name, size, arrival, ACCEPTED, file_days(table, arrival, settings)
+            )
+        except RejectedFile as rejected:
+            sidecar = Sidecar(sha, path.name, size, arrival, REJECTED, reason=rejected.reason)
+        zone.write_sidecar(sidecar)
+        landed = Landed(sidecar, already_landed=False)
+    if remove_source:
+        path.unlink(missing_ok=True)
+    return landed
+
+
+def placed_file_rows(
+    con: duckdb.DuckDBPyConnection,
+    table: pa.Table,
+    sha: str,
+    arrival: dt.datetime,
+    settings: Settings,
+) -> duckdb.DuckDBPyRelation:
+    """The file's rows as ``raw_readings`` columns with their ``partition_date``."""
+    con.register("file_rows", table)
+    source = """(SELECT *, CAST($source_file AS VARCHAR) AS source_file,
+                        CAST($arrival AS TIMESTAMPTZ) AS arrival_time FROM file_rows)"""
+    sql = f"""SELECT meter_id, "timestamp", energy_value, energy_unit, extra_fields,
+                     field_count, raw_line, source_file, source_line, partition_date
+              FROM ({placed_rows_sql(source, settings)})"""
+    params = {**parameters(settings), "source_file": sha, "arrival": arrival}
+    return con.sql(sql, params=bind(sql, params))
+
+
+def file_days(table: pa.Table, arrival: dt.datetime, settings: Settings) -> list[dt.date]:
+    """The UTC days the file's rows belong to (DESIGN.md section 2, day placement)."""
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        rows = placed_file_rows(con, table, "", arrival, settings)
+        days = rows.project("partition_date").distinct().order("partition_date")
+        return [d for (d,) in days.fetchall()]

@@ -1,0 +1,224 @@
+"""The daily assets. Each one calls its ``pipeline.build_*`` function per day and reports
+what it did as metadata the web UI shows.
+
+Policies are declared where each asset is: daily UTC partitions, the ``duckdb`` pool (DuckDB
+has a single writer), retries with backoff for transient failures (a locked file), and backfills
+of one day per run so that days are processed in order and each day's checks report on that day.
+"""
+
+import datetime as dt
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from .. import pipeline
+from ..alerts import raise_alert
+from ..settings import Settings
+from ..storage.warehouse import TABLES
+from .metadata import day_preview, report_metadata, table_schema
+from .resources import GreenstreamSettings, warehouse_connection
+
+_ENV = Settings.from_env()
+
+# Today's partition exists (end_offset=1), and tomorrow's too: a reading may be up to
+# GREENSTREAM_FUTURE_TOLERANCE_MINUTES past a file's arrival, which can be after midnight.
+DAILY = dg.DailyPartitionsDefinition(start_date=_ENV.start_date, end_offset=2, timezone="UTC")
+POOL = "duckdb"
+RETRY = dg.RetryPolicy(
+    max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+ONE_DAY_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+DAY_BEFORE = dg.TimeWindowPartitionMapping(
+    start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+)
+OWNERS = ["team:greenstream-data"]
+COMMON = {
+    "partitions_def": DAILY,
+    "pool": POOL,
+    "retry_policy": RETRY,
+    "backfill_policy": ONE_DAY_PER_RUN,
+}
+
+
+def days_of(context: dg.AssetExecutionContext) -> list[dt.date]:
+    """The run's days in order (one, unless a run was launched for a range)."""
+    return [dt.date.fromisoformat(key) for key in context.partition_keys]
+
+
+@dg.asset(
+    **COMMON,
+    group_name="ingest",
+    kinds={"duckdb", "csv"},
+    owners=OWNERS,
+    metadata={"dagster/column_schema": table_schema("raw_readings")},
+)
+def raw_readings(
+    context: dg.AssetExecutionContext, greenstream: GreenstreamSettings, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
+    """Every row of every accepted meter file that belongs to this UTC day, as text exactly as
+    it arrived, with its file (SHA-256) and line. Rows whose timestamp cannot place them on a
+    day belong to their file's first day. Rejected files are listed in the raw_files table."""
+    settings = greenstream.settings()
+    with warehouse_connection(duckdb) as con:
+        reports = [pipeline.build_raw_readings(con, settings, day) for day in days_of(context)]
+        preview = day_preview(con, "raw_readings", reports[-1].day)
+    return dg.MaterializeResult(metadata={**report_metadata(reports), "preview": preview})
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "standardized_readings",
+            deps=[
+                raw_readings,
+                dg.AssetDep("standardized_readings", partition_mapping=DAY_BEFORE),
+                dg.AssetDep("quarantine", partition_mapping=DAY_BEFORE),
+            ],
+            description=(
+                "The clean readings of the UTC day: one row per meter and interval, in kW, "
+                "with quality measured, filled or missing. Gaps are filled in as rows; runs "
+                "of missing intervals under an hour after a measured reading are forward-filled."
+            ),
+            group_name="clean",
+            kinds={"duckdb"},
+            owners=OWNERS,
+            metadata={"dagster/column_schema": table_schema("standardized_readings")},
+        ),
+        dg.AssetSpec(
+            "quarantine",
+            deps=[raw_readings],
+            description=(
+                "Every raw row of the UTC day that did not become a clean reading, with the "
+                "reason code of the first rule that rejected it, and a detail to act on."
+            ),
+            group_name="clean",
+            kinds={"duckdb"},
+            owners=OWNERS,
+            metadata={"dagster/column_schema": table_schema("quarantine")},
+        ),
+    ],
+    **COMMON,
+)
+def standardized_readings_and_quarantine(
+    context: dg.AssetExecutionContext, greenstream: GreenstreamSettings, duckdb: DuckDBResource
+):
+    """Rules 1 to 8 of DESIGN.md: one pass produces the clean rows and the quarantine."""
+    settings = greenstream.settings()
+    with warehouse_connection(duckdb) as con:
+        reports = [pipeline.build_standardized(con, settings, day) for day in days_of(context)]
+        day = reports[-1].day
+        clean_preview = day_preview(con, "standardized_readings", day)
+        quarantine_preview = day_preview(con, "quarantine", day)
+    clean_keys = (
+        "rows",
+        "measured",
+        "filled",
+        "missing",
+        "unit_converted",
+        "had_duplicates",
+        "meters",
+    )
+    # The clean rows depend on the day before's quarantine, so quarantine is reported first.
+    yield dg.MaterializeResult(
+        asset_key="quarantine",
+        metadata={
+            **report_metadata(reports, ("quarantined", "quarantine_by_reason")),
+            "preview": quarantine_preview,
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="standardized_readings",
+        metadata={**report_metadata(reports, clean_keys), "preview": clean_preview},
+    )
+
+
+@dg.asset(
+    **COMMON,
+    deps=["standardized_readings", dg.AssetDep("fault_flags", partition_mapping=DAY_BEFORE)],
+    group_name="insights",
+    kinds={"duckdb"},
+    owners=OWNERS,
+    metadata={"dagster/column_schema": table_schema("fault_flags")},
+)
+def fault_flags(
+    context: dg.AssetExecutionContext, greenstream: GreenstreamSettings, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
+    """Meters flagged potentially faulty on this UTC day: near_zero (readings under 0.01 kW for
+    more than 24 hours) or zero_daily_total (zero energy on more than three days in a row). The
+    first day of each fault raises an alert; a fault that goes on is not alerted again."""
+    settings = greenstream.settings()
+    with warehouse_connection(duckdb) as con:
+        reports = [pipeline.build_fault_flags(con, settings, day) for day in days_of(context)]
+    for report in reports:
+        for meter_id, rule, run_start, day in report.counts.pop("new_alerts"):
+            raise_alert(
+                settings,
+                "faulty_meter",
+                f"meter {meter_id} is potentially faulty ({rule}) on {day}",
+                {"meter_id": meter_id, "rule": rule, "run_start": run_start, "day": day},
+                log=context.log,
+            )
+    return dg.MaterializeResult(metadata=report_metadata(reports))
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "meter_daily_peaks",
+            deps=["standardized_readings"],
+            description="Each meter's highest measured kW of the UTC day and when it happened.",
+            group_name="insights",
+            kinds={"duckdb"},
+            owners=OWNERS,
+            metadata={"dagster/column_schema": table_schema("meter_daily_peaks")},
+        ),
+        dg.AssetSpec(
+            "system_peaks",
+            deps=["standardized_readings"],
+            description=(
+                "The interval of the UTC day with the highest total measured kW over all "
+                "meters, that total, and how many meters reported then."
+            ),
+            group_name="insights",
+            kinds={"duckdb"},
+            owners=OWNERS,
+            metadata={"dagster/column_schema": table_schema("system_peaks")},
+        ),
+    ],
+    **COMMON,
+)
+def peaks(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
+    """Peaks from measured readings only (filled and missing rows never count)."""
+    with warehouse_connection(duckdb) as con:
+        reports = [pipeline.build_peaks(con, day) for day in days_of(context)]
+    yield dg.MaterializeResult(
+        asset_key="meter_daily_peaks", metadata=report_metadata(reports, ("meters",))
+    )
+    yield dg.MaterializeResult(
+        asset_key="system_peaks",
+        metadata=report_metadata(reports, ("system_peak_ts", "system_peak_kw", "meters_reporting")),
+    )
+
+
+@dg.asset(
+    **COMMON,
+    deps=["standardized_readings"],
+    group_name="archive",
+    kinds={"parquet"},
+    owners=OWNERS,
+)
+def parquet_archive(
+    context: dg.AssetExecutionContext, greenstream: GreenstreamSettings, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
+    """The day's clean readings as zstd Parquet under archive/readings/date=YYYY-MM-DD/,
+    readable by DuckDB, pyarrow, Spark and pandas. Written only after the blocking checks of
+    standardized_readings passed, and swapped in atomically."""
+    settings = greenstream.settings()
+    with warehouse_connection(duckdb) as con:
+        reports = [pipeline.build_archive(con, settings, day) for day in days_of(context)]
+    return dg.MaterializeResult(metadata=report_metadata(reports))
+
+
+ASSETS = [raw_readings, standardized_readings_and_quarantine, fault_flags, peaks, parquet_archive]
+ASSET_KEYS = [key for asset in ASSETS for key in asset.keys]
+__all__ = ["ASSETS", "ASSET_KEYS", "DAILY", "POOL", "TABLES"]

@@ -1,0 +1,201 @@
+"""Asset checks, partitioned by day like the assets they check.
+
+- One Pandera schema check per table asset, made by one factory; failures show their cases.
+- The accounting check (nothing lost) and the schema of the clean data are blocking: when either
+  fails, the Parquet archive of that day is not written.
+- Quality rates warn above their thresholds; the archive is compared with the warehouse.
+"""
+
+import datetime as dt
+
+import dagster as dg
+import pandera.errors
+from dagster_duckdb import DuckDBResource
+
+from ..rules import accounting
+from ..rules.schemas import schemas
+from ..storage import archive
+from .assets import DAILY, POOL, RETRY
+from .resources import GreenstreamSettings, warehouse_connection
+
+FAILURE_SAMPLE = 20
+BLOCKING_SCHEMAS = {"standardized_readings"}
+COMMON = {"partitions_def": DAILY, "pool": POOL, "retry_policy": RETRY}
+
+
+def _day(context) -> dt.date:
+    return dt.date.fromisoformat(context.partition_key)
+
+
+def _markdown(frame) -> str:
+    header = list(frame.columns)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|")[:80] for v in row) + " |")
+    return "\n".join(lines)
+
+
+def schema_check(table: str) -> dg.AssetChecksDefinition:
+    """A check that validates the day's rows of ``table`` with its Pandera schema."""
+    blocking = table in BLOCKING_SCHEMAS
+
+    @dg.asset_check(
+        asset=table,
+        name=f"{table}_schema",
+        description=f"The day's rows of {table} match its Pandera schema"
+        + (" (blocking: a failure stops the archive)." if blocking else "."),
+        blocking=blocking,
+        **COMMON,
+    )
+    def _check(
+        context: dg.AssetCheckExecutionContext,
+        greenstream: GreenstreamSettings,
+        duckdb: DuckDBResource,
+    ) -> dg.AssetCheckResult:
+        schema = schemas(greenstream.settings())[table]
+        with warehouse_connection(duckdb) as con:
+            frame = con.execute(
+                f"SELECT * FROM {table} WHERE partition_date = ?", [_day(context)]
+            ).df()
+        try:
+            schema.validate(frame, lazy=True)
+        except pandera.errors.SchemaErrors as errors:
+            cases = errors.failure_cases
+            by_check = (
+                cases.groupby(["column", "check"], dropna=False).size().reset_index(name="rows")
+            )
+            return dg.AssetCheckResult(
+                passed=False,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    "rows_checked": len(frame),
+                    "failure_cases": len(cases),
+                    "failures_by_check": dg.MetadataValue.md(_markdown(by_check)),
+                    "sample": dg.MetadataValue.md(
+                        _markdown(cases.head(FAILURE_SAMPLE).astype(str))
+                    ),
+                },
+            )
+        return dg.AssetCheckResult(passed=True, metadata={"rows_checked": len(frame)})
+
+    return _check
+
+
+@dg.asset_check(
+    asset="standardized_readings",
+    description="Nothing is lost: raw rows = clean rows from a raw row + quarantine rows, with "
+    "no raw line missing from both or present in both (blocking).",
+    blocking=True,
+    additional_deps=["quarantine", "raw_readings"],
+    **COMMON,
+)
+def accounting_balanced(
+    context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource
+) -> dg.AssetCheckResult:
+    with warehouse_connection(duckdb) as con:
+        result = accounting.account_day(con, _day(context))
+    return dg.AssetCheckResult(
+        passed=result.balanced,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "raw_rows": result.raw,
+            "clean_rows_from_raw": result.clean_from_raw,
+            "quarantine_rows": result.quarantined,
+            "lost_lines": dg.MetadataValue.json([list(map(str, r)) for r in result.lost]),
+            "doubled_lines": dg.MetadataValue.json([list(map(str, r)) for r in result.doubled]),
+        },
+    )
+
+
+@dg.asset_check(
+    asset="quarantine",
+    description="Warns when the day's share of quarantined raw rows is above "
+    "GREENSTREAM_QUARANTINE_RATE_WARN.",
+    additional_deps=["raw_readings"],
+    **COMMON,
+)
+def quarantine_rate(
+    context: dg.AssetCheckExecutionContext,
+    greenstream: GreenstreamSettings,
+    duckdb: DuckDBResource,
+) -> dg.AssetCheckResult:
+    with warehouse_connection(duckdb) as con:
+        rate, quarantined, raw = accounting.quarantine_rate(con, _day(context))
+    return dg.AssetCheckResult(
+        passed=rate <= greenstream.quarantine_rate_warn,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "quarantine_rate": rate,
+            "threshold": greenstream.quarantine_rate_warn,
+            "quarantined": quarantined,
+            "raw_rows": raw,
+        },
+    )
+
+
+@dg.asset_check(
+    asset="standardized_readings",
+    description="Warns when the day's share of intervals without a measured reading is above "
+    "GREENSTREAM_MISSING_RATE_WARN.",
+    **COMMON,
+)
+def missing_rate(
+    context: dg.AssetCheckExecutionContext,
+    greenstream: GreenstreamSettings,
+    duckdb: DuckDBResource,
+) -> dg.AssetCheckResult:
+    with warehouse_connection(duckdb) as con:
+        rate, missing, clean = accounting.missing_rate(con, _day(context))
+    return dg.AssetCheckResult(
+        passed=rate <= greenstream.missing_rate_warn,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "missing_rate": rate,
+            "threshold": greenstream.missing_rate_warn,
+            "missing_or_filled": missing,
+            "clean_rows": clean,
+        },
+    )
+
+
+@dg.asset_check(
+    asset="parquet_archive",
+    description="The archived Parquet day has exactly the warehouse's clean rows of that day.",
+    **COMMON,
+)
+def archive_matches_warehouse(
+    context: dg.AssetCheckExecutionContext,
+    greenstream: GreenstreamSettings,
+    duckdb: DuckDBResource,
+) -> dg.AssetCheckResult:
+    day = _day(context)
+    with warehouse_connection(duckdb) as con:
+        (warehouse_rows,) = con.execute(
+            "SELECT count(*) FROM standardized_readings WHERE partition_date = ?", [day]
+        ).fetchone()
+    archived = archive.count_rows(greenstream.settings().archive_dir, day)
+    return dg.AssetCheckResult(
+        passed=archived == warehouse_rows,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "warehouse_rows": warehouse_rows,
+            "archived_rows": -1 if archived is None else archived,
+        },
+    )
+
+
+SCHEMA_TABLES = (
+    "raw_readings",
+    "standardized_readings",
+    "quarantine",
+    "fault_flags",
+    "meter_daily_peaks",
+    "system_peaks",
+)
+CHECKS = [
+    *(schema_check(table) for table in SCHEMA_TABLES),
+    accounting_balanced,
+    quarantine_rate,
+    missing_rate,
+    archive_matches_warehouse,
+]

@@ -1,0 +1,180 @@
+"""One function per asset: build that asset's rows for one UTC day in the warehouse.
+
+The Dagster assets call these and add nothing but metadata and alerts, so the whole pipeline
+can be run and tested without Dagster. Each function stages its rows in temp tables first and
+then swaps the day in one transaction (``warehouse.replace_days``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import duckdb
+
+from . import landing
+from .rules import codes
+from .rules.faults import STAGED_FAULT_FLAGS, STAGED_FAULT_STATE, evaluate_faults_day
+from .rules.faults import record_new_alerts as _record_new_alerts
+from .rules.meter_csv import read_meter_csv
+from .rules.peaks import STAGED_METER_PEAKS, STAGED_SYSTEM_PEAKS, peaks_day
+from .rules.standardize import STAGED_QUARANTINE, STAGED_STANDARDIZED, standardize_day
+from .settings import Settings
+from .storage import archive
+from .storage.raw_zone import RawZone
+from .storage.warehouse import replace_days
+
+
+@dataclass
+class DayReport:
+    """What one asset did to one day: counts for the UI and the CLI summary."""
+
+    day: dt.date
+    counts: dict[str, object] = field(default_factory=dict)
+
+
+def sync_raw_files(con: duckdb.DuckDBPyConnection, zone: RawZone) -> None:
+    """Mirror every sidecar into ``raw_files``, so rejected files are queryable too."""
+    rows = [
+        (s.source_file, s.original_name, s.size_bytes, s.arrival_time, s.days, s.status, s.reason)
+        for s in zone.sidecars()
+    ]
+    con.execute("CREATE OR REPLACE TEMP TABLE staged_raw_files AS SELECT * FROM raw_files LIMIT 0")
+    if rows:
+        con.executemany("INSERT INTO staged_raw_files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    con.execute("BEGIN TRANSACTION")
+    con.execute("DELETE FROM raw_files")
+    con.execute("INSERT INTO raw_files SELECT * FROM staged_raw_files")
+    con.execute("COMMIT")
+
+
+def build_raw_readings(
+    con: duckdb.DuckDBPyConnection, settings: Settings, day: dt.date
+) -> DayReport:
+    """Load the rows of ``day`` from every accepted file that touches it."""
+    zone = RawZone(settings.raw_dir)
+    sync_raw_files(con, zone)
+    files = zone.accepted_for(day)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE staged_raw_readings AS SELECT * FROM raw_readings LIMIT 0"
+    )
+    for sidecar in files:
+        table = read_meter_csv(zone.data_path(sidecar.source_file)).table
+        rows = landing.placed_file_rows(
+            con, table, sidecar.source_file, sidecar.arrival_time, settings
+        )
+        rows.filter(f"partition_date = DATE '{day.isoformat()}'").insert_into("staged_raw_readings")
+        con.unregister("file_rows")
+    counts = replace_days(con, {"raw_readings": "staged_raw_readings"}, [day])
+    return DayReport(
+        day,
+        {
+            "rows": counts["raw_readings"],
+            "files": len(files),
+            "file_names": [s.original_name for s in files],
+        },
+    )
+
+
+def build_standardized(
+    con: duckdb.DuckDBPyConnection, settings: Settings, day: dt.date
+) -> DayReport:
+    """Apply steps 1 to 8 to the day's raw rows: clean rows and quarantine, swapped together."""
+    standardize_day(con, day, settings)
+    counts = replace_days(
+        con,
+        {"standardized_readings": STAGED_STANDARDIZED, "quarantine": STAGED_QUARANTINE},
+        [day],
+    )
+    quality = dict(
+        con.execute(f"SELECT quality, count(*) FROM {STAGED_STANDARDIZED} GROUP BY ALL").fetchall()
+    )
+    flags = con.execute(
+        f"""SELECT count(*) FILTER (WHERE unit_converted), count(*) FILTER (WHERE had_duplicates),
+                   count(DISTINCT meter_id)
+            FROM {STAGED_STANDARDIZED}"""
+    ).fetchone()
+    reasons = dict(
+        con.execute(
+            f"SELECT reason, count(*) FROM {STAGED_QUARANTINE} GROUP BY ALL ORDER BY 2 DESC"
+        ).fetchall()
+    )
+    return DayReport(
+        day,
+        {
+            "rows": counts["standardized_readings"],
+            "measured": quality.get(codes.QUALITY_MEASURED, 0),
+            "filled": quality.get(codes.QUALITY_FILLED, 0),
+            "missing": quality.get(codes.QUALITY_MISSING, 0),
+            "unit_converted": flags[0],
+            "had_duplicates": flags[1],
+            "meters": flags[2],
+            "quarantined": counts["quarantine"],
+            "quarantine_by_reason": reasons,
+        },
+    )
+
+
+def build_fault_flags(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    day: dt.date,
+    now: dt.datetime | None = None,
+) -> DayReport:
+    """Evaluate the fault rules for the day; report the episodes never alerted before."""
+    evaluate_faults_day(con, day, settings)
+    counts = replace_days(
+        con, {"fault_flags": STAGED_FAULT_FLAGS, "meter_fault_state": STAGED_FAULT_STATE}, [day]
+    )
+    new_alerts = _record_new_alerts(con, now or dt.datetime.now(dt.UTC))
+    by_rule = dict(
+        con.execute(
+            f"SELECT rule, count(DISTINCT meter_id) FROM {STAGED_FAULT_FLAGS} GROUP BY ALL"
+        ).fetchall()
+    )
+    meters = [
+        m
+        for (m,) in con.execute(
+            f"SELECT DISTINCT meter_id FROM {STAGED_FAULT_FLAGS} ORDER BY 1"
+        ).fetchall()
+    ]
+    return DayReport(
+        day,
+        {
+            "rows": counts["fault_flags"],
+            "faulty_meters": len(meters),
+            "faulty_meter_ids": meters,
+            "by_rule": by_rule,
+            "new_alerts": new_alerts,
+        },
+    )
+
+
+def build_peaks(con: duckdb.DuckDBPyConnection, day: dt.date) -> DayReport:
+    """Each meter's peak and the system peak of the day, from measured readings."""
+    peaks_day(con, day)
+    counts = replace_days(
+        con,
+        {"meter_daily_peaks": STAGED_METER_PEAKS, "system_peaks": STAGED_SYSTEM_PEAKS},
+        [day],
+    )
+    system = con.execute(
+        f"SELECT peak_ts, total_kw, meters_reporting FROM {STAGED_SYSTEM_PEAKS}"
+    ).fetchone()
+    return DayReport(
+        day,
+        {
+            "meters": counts["meter_daily_peaks"],
+            "system_peak_ts": system[0] if system else None,
+            "system_peak_kw": system[1] if system else None,
+            "meters_reporting": system[2] if system else 0,
+        },
+    )
+
+
+def build_archive(con: duckdb.DuckDBPyConnection, settings: Settings, day: dt.date) -> DayReport:
+    """Export the day's clean rows to the Parquet archive."""
+    written = archive.write_day(con, settings.archive_dir, day)
+    return DayReport(
+        day, {"rows": written.rows, "path": str(written.path), "size_bytes": written.size_bytes}
+    )

@@ -1,0 +1,74 @@
+"""The Parquet archive: the clean data of each UTC day as one zstd file under ``date=YYYY-MM-DD``.
+
+One fixed file name per day, written aside and renamed over the old one, so a reader (DuckDB,
+pyarrow, Spark, pandas) sees the old day or the new day, never a half-written or doubled one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+FILE_NAME = "readings.parquet"
+# The clean columns; the day itself is the hive key ``date`` in the path.
+COLUMNS = (
+    "meter_id",
+    "reading_ts",
+    "kw",
+    "quality",
+    "missing_value",
+    "filled",
+    "unit_converted",
+    "had_duplicates",
+    "interval_minutes",
+    "source_file",
+    "source_line",
+)
+
+
+@dataclass(frozen=True)
+class ArchivedDay:
+    path: Path
+    rows: int
+    size_bytes: int
+
+
+def day_path(archive_dir: Path, day: dt.date) -> Path:
+    return Path(archive_dir) / f"date={day.isoformat()}" / FILE_NAME
+
+
+def write_day(con: duckdb.DuckDBPyConnection, archive_dir: Path, day: dt.date) -> ArchivedDay:
+    """Export ``day`` of ``standardized_readings`` and swap it in atomically."""
+    target = day_path(archive_dir, day)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(".*.tmp"):  # left by a run that died while writing
+        stale.unlink(missing_ok=True)
+    tmp = target.parent / f".{uuid.uuid4().hex}.tmp"
+    quoted = str(tmp).replace("'", "''")
+    try:
+        con.execute(
+            f"""COPY (SELECT {", ".join(COLUMNS)} FROM standardized_readings
+                      WHERE partition_date = DATE '{day.isoformat()}'
+                      ORDER BY meter_id, reading_ts)
+                TO '{quoted}' (FORMAT parquet, COMPRESSION zstd)"""
+        )
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ArchivedDay(target, count_rows(archive_dir, day), target.stat().st_size)
+
+
+def count_rows(archive_dir: Path, day: dt.date) -> int | None:
+    """Rows in the archived day from the Parquet footer, or None when the day is not archived."""
+    path = day_path(archive_dir, day)
+    if not path.exists():
+        return None
+    return pq.ParquetFile(path).metadata.num_rows

@@ -1,0 +1,116 @@
+"""The immutable raw zone: every landed file byte for byte, named by its SHA-256, with a sidecar.
+
+The sidecar (``<sha256>.json``) is written once, after the file is stored and read, and records
+its original name, size, arrival time, the UTC days it touches and whether it was accepted. A
+file counts as landed when its sidecar exists, so a crash between the two writes simply lands
+the file again next time. Both are made read-only after writing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import stat
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ACCEPTED = "accepted"
+REJECTED = "rejected"
+READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """What the raw zone knows about one landed file."""
+
+    source_file: str  # the SHA-256 of the bytes, also the file's name in the raw zone
+    original_name: str
+    size_bytes: int
+    arrival_time: dt.datetime  # UTC
+    status: str  # ACCEPTED or REJECTED
+    days: list[dt.date] = field(default_factory=list)
+    reason: str | None = None
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["arrival_time"] = self.arrival_time.isoformat()
+        data["days"] = [d.isoformat() for d in self.days]
+        return json.dumps(data, indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Sidecar:
+        data = json.loads(text)
+        data["arrival_time"] = dt.datetime.fromisoformat(data["arrival_time"])
+        data["days"] = [dt.date.fromisoformat(d) for d in data["days"]]
+        return cls(**data)
+
+
+class RawZone:
+    """The raw zone folder. Only this class writes into it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def data_path(self, sha: str) -> Path:
+        return self.root / sha
+
+    def sidecar_path(self, sha: str) -> Path:
+        return self.root / f"{sha}.json"
+
+    def is_landed(self, sha: str) -> bool:
+        return self.sidecar_path(sha).exists()
+
+    def store(self, src: Path) -> str:
+        """Copy ``src`` in under its SHA-256 (hashing while copying) and return the hash."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".incoming-{uuid.uuid4().hex}"
+        digest = hashlib.sha256()
+        try:
+            with open(src, "rb") as reader, open(tmp, "wb") as writer:
+                while chunk := reader.read(CHUNK):
+                    digest.update(chunk)
+                    writer.write(chunk)
+                writer.flush()
+                os.fsync(writer.fileno())
+            sha = digest.hexdigest()
+            target = self.data_path(sha)
+            if target.exists():
+                tmp.unlink()
+            else:
+                os.chmod(tmp, READ_ONLY)
+                os.replace(tmp, target)
+            return sha
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def write_sidecar(self, sidecar: Sidecar) -> None:
+        """Record a landed file; an existing sidecar is never overwritten."""
+        target = self.sidecar_path(sidecar.source_file)
+        if target.exists():
+            raise FileExistsError(f"{target} exists: the raw zone is immutable")
+        tmp = self.root / f".sidecar-{uuid.uuid4().hex}"
+        tmp.write_text(sidecar.to_json(), encoding="utf-8")
+        os.chmod(tmp, READ_ONLY)
+        os.replace(tmp, target)
+
+    def sidecar(self, sha: str) -> Sidecar:
+        return Sidecar.from_json(self.sidecar_path(sha).read_text(encoding="utf-8"))
+
+    def sidecars(self) -> list[Sidecar]:
+        """Every landed file, oldest arrival first."""
+        if not self.root.exists():
+            return []
+        found = [
+            Sidecar.from_json(p.read_text(encoding="utf-8"))
+            for p in self.root.glob("*.json")
+            if not p.name.startswith(".")
+        ]
+        return sorted(found, key=lambda s: (s.arrival_time, s.source_file))
+
+    def accepted_for(self, day: dt.date) -> list[Sidecar]:
+        """The accepted files that have rows on ``day``."""
+        return [s for s in self.sidecars() if s.status == ACCEPTED and day in s.days]

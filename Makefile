@@ -1,0 +1,46 @@
+# The README's commands. `make demo` and `make test` each work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export GREENSTREAM_HOME ?= $(CURDIR)/greenstream_data
+export DAGSTER_HOME ?= $(GREENSTREAM_HOME)/dagster_home
+DEMO_PORT ?= 3000
+DEMO_METERS ?= 200
+DEMO_DAYS ?= 3
+
+.PHONY: setup test lint demo demo-data benchmark clean
+
+setup: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest
+
+# Sample files for the last DEMO_DAYS UTC days, dropped into landing/ for the sensor.
+demo-data: setup
+	mkdir -p "$(GREENSTREAM_HOME)/landing" "$(DAGSTER_HOME)"
+	cp deploy/dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+	@if [ -z "$$(ls -A "$(GREENSTREAM_HOME)/raw" 2>/dev/null)" ]; then \
+	  start=$$($(BIN)/python -c "import datetime as d; print(d.date.today() - d.timedelta(days=$(DEMO_DAYS)))"); \
+	  $(BIN)/greenstream generate --meters $(DEMO_METERS) --days $(DEMO_DAYS) --start $$start \
+	    --out "$(GREENSTREAM_HOME)/sample" --seed 7 && \
+	  cp "$(GREENSTREAM_HOME)"/sample/headend_* "$(GREENSTREAM_HOME)/landing/"; \
+	else echo "data home already has landed files; not adding sample data"; fi
+
+demo: demo-data
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DEMO_PORT)
+
+benchmark: setup
+	$(BIN)/python benchmarks/pipeline_benchmark.py
+
+clean:
+	rm -rf $(VENV) greenstream_data

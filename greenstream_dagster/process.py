@@ -1,0 +1,213 @@
+"""``greenstream process``: land files, then materialize their days in order, in-process.
+
+The same asset and check definitions as the deployment run here through ``dg.materialize``,
+so a file processed from the command line and one picked up by the sensor give the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from .alerts import raise_alert
+from .landing import Landed, land_file
+from .orchestration.assets import ASSETS, DAILY
+from .orchestration.checks import CHECKS
+from .orchestration.resources import resources_for
+from .orchestration.sensors import follow_up_days
+from .rules import codes
+from .settings import Settings
+from .storage import warehouse
+from .storage.raw_zone import REJECTED
+
+
+@dataclass
+class DayOutcome:
+    day: dt.date
+    success: bool
+    failed_steps: list[str] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    summary: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class ProcessOutcome:
+    landed: list[Landed]
+    days: list[DayOutcome]
+    skipped_days: list[dt.date]
+
+    @property
+    def ok(self) -> bool:
+        return all(d.success and not d.failed_checks for d in self.days)
+
+    def failure_message(self) -> str:
+        bad = [d for d in self.days if not d.success or d.failed_checks]
+        parts = [
+            f"{d.day}: failed steps {d.failed_steps or '-'}, failed blocking checks "
+            f"{d.failed_checks or '-'}"
+            for d in bad
+        ]
+        return "processing failed; " + "; ".join(parts)
+
+    def summary(self) -> str:
+        lines = []
+        for item in self.landed:
+            s = item.sidecar
+            if item.already_landed:
+                state = "already landed before (same bytes)"
+            elif s.status == REJECTED:
+                state = f"REJECTED: {s.reason}"
+            else:
+                state = f"accepted, days {', '.join(map(str, s.days)) or '-'}"
+            lines.append(f"file {s.original_name} [{s.source_file[:12]}]: {state}")
+        for day in self.skipped_days:
+            lines.append(f"day {day}: outside the pipeline's partitions, not processed")
+        for d in self.days:
+            s = d.summary
+            reasons = ", ".join(f"{k} {v}" for k, v in s.get("reasons", {}).items()) or "none"
+            peak = s.get("peak")
+            lines += [
+                f"day {d.day}: {'OK' if d.success and not d.failed_checks else 'FAILED'}",
+                f"  rows in {s.get('raw', 0)}, clean {s.get('clean', 0)} (measured "
+                f"{s.get('measured', 0)}, filled {s.get('filled', 0)}, missing "
+                f"{s.get('missing', 0)}), quarantined {s.get('quarantined', 0)}",
+                f"  quarantined by reason: {reasons}",
+                f"  faulty meters: {s.get('faulty', 0)}"
+                + (f" ({', '.join(s['faulty_ids'][:5])})" if s.get("faulty_ids") else ""),
+                "  system peak: "
+                + (
+                    f"{peak[1]:.3f} kW at {peak[0]:%Y-%m-%dT%H:%M}Z from {peak[2]} meters"
+                    if peak
+                    else "none"
+                ),
+            ]
+            lines += [f"  warning: {w}" for w in d.warnings]
+            if d.failed_steps or d.failed_checks:
+                lines.append(f"  failed: {', '.join(d.failed_steps + d.failed_checks)}")
+        return "\n".join(lines)
+
+
+def _instance(dagster_home: str | None) -> dg.DagsterInstance:
+    """The deployment's instance when DAGSTER_HOME is set (runs then show in the web UI)."""
+    if dagster_home and Path(dagster_home, "dagster.yaml").exists():
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def _processed_days(settings: Settings) -> set[dt.date]:
+    if not settings.warehouse_path.exists():
+        return set()
+    with warehouse.connect(settings.warehouse_path) as con:
+        rows = con.execute("SELECT DISTINCT partition_date FROM standardized_readings").fetchall()
+    return {d for (d,) in rows}
+
+
+def _day_summary(settings: Settings, day: dt.date) -> dict[str, object]:
+    with warehouse.connect(settings.warehouse_path) as con:
+        raw = con.execute(
+            "SELECT count(*) FROM raw_readings WHERE partition_date = ?", [day]
+        ).fetchone()[0]
+        quality = dict(
+            con.execute(
+                "SELECT quality, count(*) FROM standardized_readings WHERE partition_date = ? "
+                "GROUP BY ALL",
+                [day],
+            ).fetchall()
+        )
+        reasons = dict(
+            con.execute(
+                "SELECT reason, count(*) FROM quarantine WHERE partition_date = ? "
+                "GROUP BY ALL ORDER BY 2 DESC, 1",
+                [day],
+            ).fetchall()
+        )
+        faulty = [
+            m
+            for (m,) in con.execute(
+                "SELECT DISTINCT meter_id FROM fault_flags WHERE partition_date = ? ORDER BY 1",
+                [day],
+            ).fetchall()
+        ]
+        peak = con.execute(
+            "SELECT peak_ts, total_kw, meters_reporting FROM system_peaks WHERE partition_date = ?",
+            [day],
+        ).fetchone()
+    return {
+        "raw": raw,
+        "clean": sum(quality.values()),
+        "measured": quality.get(codes.QUALITY_MEASURED, 0),
+        "filled": quality.get(codes.QUALITY_FILLED, 0),
+        "missing": quality.get(codes.QUALITY_MISSING, 0),
+        "quarantined": sum(reasons.values()),
+        "reasons": reasons,
+        "faulty": len(faulty),
+        "faulty_ids": faulty,
+        "peak": peak,
+    }
+
+
+def run_day(day: dt.date, settings: Settings, instance: dg.DagsterInstance) -> DayOutcome:
+    """Materialize every asset and check of one day; report failed steps and checks."""
+    result = dg.materialize(
+        [*ASSETS, *CHECKS],
+        partition_key=day.isoformat(),
+        resources=resources_for(settings),
+        instance=instance,
+        raise_on_error=False,
+        tags={"greenstream/trigger": "cli"},
+        # The summary is the command's output; Dagster's own log shows warnings and errors only.
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    outcome = DayOutcome(day, result.success)
+    outcome.failed_steps = [
+        e.step_key for e in result.all_events if e.is_step_failure and e.step_key
+    ]
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.passed:
+            continue
+        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        if evaluation.severity == dg.AssetCheckSeverity.ERROR:
+            outcome.failed_checks.append(name)
+        else:
+            outcome.warnings.append(f"check {name} warns")
+    if not outcome.success or outcome.failed_checks:
+        raise_alert(
+            settings,
+            "run_failed",
+            f"processing of {day} failed: steps {outcome.failed_steps or '-'}, blocking "
+            f"checks {outcome.failed_checks or '-'}",
+            {"partition": day.isoformat(), "run_id": result.run_id},
+        )
+    outcome.summary = _day_summary(settings, day)
+    return outcome
+
+
+def process_files(
+    files: list[Path], settings: Settings, dagster_home: str | None = None
+) -> ProcessOutcome:
+    """Land ``files`` in the given order (that is their arrival order), then run their days."""
+    landed = [land_file(Path(f), settings) for f in files]
+    touched = {
+        day for item in landed if item.sidecar.status != REJECTED for day in item.sidecar.days
+    }
+    days = touched | follow_up_days(
+        touched, _processed_days(settings), settings.reprocess_days_after
+    )
+    partitions = set(DAILY.get_partition_keys())
+    runnable = sorted(d for d in days if d.isoformat() in partitions)
+    skipped = sorted(days - set(runnable))
+    for item in landed:
+        if item.sidecar.status == REJECTED and not item.already_landed:
+            raise_alert(
+                settings,
+                "file_rejected",
+                f"file {item.sidecar.original_name} was rejected: {item.sidecar.reason}",
+                {"file": item.sidecar.original_name, "source_file": item.sidecar.source_file},
+            )
+    instance = _instance(dagster_home)
+    outcomes = [run_day(day, settings, instance) for day in runnable]
+    return ProcessOutcome(landed, outcomes, skipped)

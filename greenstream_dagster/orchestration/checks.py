@@ -54,9 +54,14 @@ def schema_check(table: str) -> dg.AssetChecksDefinition:
     ) -> dg.AssetCheckResult:
         schema = schemas(greenstream.settings())[table]
         with warehouse_connection(duckdb) as con:
-            frame = con.execute(
-                f"SELECT * FROM {table} WHERE partition_date = ?", [_day(context)]
-            ).df()
+            frame = (
+                con.sql(
+                    f"SELECT * FROM {table} WHERE partition_date = $day",
+                    params={"day": _day(context)},
+                )
+                .to_arrow_table()
+                .to_pandas()
+            )
         try:
             schema.validate(frame, lazy=True)
         except pandera.errors.SchemaErrors as errors:

@@ -1,0 +1,147 @@
+"""The assets and checks materialized through Dagster (dg.materialize, ephemeral instance) on
+small files over several days, then the same days again: identical outputs (DESIGN.md 5)."""
+
+import datetime as dt
+
+import dagster as dg
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from greenstream_dagster.landing import land_file
+from greenstream_dagster.orchestration.assets import ASSETS
+from greenstream_dagster.orchestration.checks import CHECKS
+from greenstream_dagster.orchestration.resources import resources_for
+from greenstream_dagster.storage import archive
+from greenstream_tests.support import series, write_csv
+
+DAYS = ["2026-11-18", "2026-11-19", "2026-11-20"]
+TABLES = [
+    "raw_readings",
+    "standardized_readings",
+    "quarantine",
+    "fault_flags",
+    "meter_daily_peaks",
+    "system_peaks",
+]
+
+
+def day_file(tmp_path, day: str):
+    """A day of two meters: M1 normal with one absent reading and one bad row, M2 stuck at 0."""
+    normal = [1 + 0.1 * (i % 4) for i in range(96)]
+    normal[40] = None  # absent from the file: a 15-minute gap, forward-filled
+    rows = series("M1", f"{day} 00:00", normal) + series("M2", f"{day} 00:00", [0] * 96)
+    rows.append(("M3", "not a time", "1", "kW"))
+    return write_csv(tmp_path / f"meters_{day}.csv", rows)
+
+
+def materialize(settings, day, instance):
+    return dg.materialize(
+        [*ASSETS, *CHECKS],
+        partition_key=day,
+        resources=resources_for(settings),
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def snapshot(settings) -> dict[str, list]:
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        return {
+            table: con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() for table in TABLES
+        }
+
+
+@pytest.fixture
+def processed(tmp_path, settings):
+    """Three days landed and materialized in order."""
+    instance = dg.DagsterInstance.ephemeral()
+    for day in DAYS:
+        land_file(day_file(tmp_path, day), settings)
+    results = {day: materialize(settings, day, instance) for day in DAYS}
+    return settings, instance, results
+
+
+def test_every_asset_and_check_succeeds_each_day(processed):
+    settings, _, results = processed
+    for day, result in results.items():
+        assert result.success, day
+        materialized = {
+            e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+        }
+        assert materialized == {*TABLES, "parquet_archive"}
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert len(checks) == 10
+        assert all(checks.values()), checks
+
+
+def test_outputs_of_each_day(processed):
+    settings, _, _ = processed
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        per_day = con.execute(
+            """SELECT partition_date, count(*) FILTER (WHERE quality = 'measured'),
+                      count(*) FILTER (WHERE quality = 'filled'), count(*)
+               FROM standardized_readings GROUP BY 1 ORDER BY 1"""
+        ).fetchall()
+        assert per_day == [(dt.date.fromisoformat(d), 191, 1, 192) for d in DAYS]
+        # The bad row of every file is quarantined on that file's day.
+        assert con.execute(
+            "SELECT partition_date, reason FROM quarantine ORDER BY 1"
+        ).fetchall() == [(dt.date.fromisoformat(d), "invalid_timestamp") for d in DAYS]
+        # M2 reads 0 kW from the first day on: near_zero from day 2 (the run then spans
+        # more than 24 hours), zero_daily_total from the fourth zero day only (not yet).
+        assert con.execute(
+            "SELECT partition_date, meter_id, rule, run_start FROM fault_flags ORDER BY 1"
+        ).fetchall() == [
+            (dt.date(2026, 11, 19), "M2", "near_zero", dt.datetime(2026, 11, 18, tzinfo=dt.UTC)),
+            (dt.date(2026, 11, 20), "M2", "near_zero", dt.datetime(2026, 11, 18, tzinfo=dt.UTC)),
+        ]
+        # One alert for the whole episode, on its first day.
+        assert con.execute(
+            "SELECT meter_id, rule, partition_date FROM fault_alerts"
+        ).fetchall() == [("M2", "near_zero", dt.date(2026, 11, 19))]
+    for day in DAYS:
+        path = archive.day_path(settings.archive_dir, dt.date.fromisoformat(day))
+        table = pq.read_table(path)
+        assert table.num_rows == 192
+        assert path.parent.name == f"date={day}"
+        assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_rematerializing_gives_identical_outputs(processed):
+    settings, instance, _ = processed
+    before = snapshot(settings)
+    archived_before = {
+        d: pq.read_table(archive.day_path(settings.archive_dir, dt.date.fromisoformat(d)))
+        for d in DAYS
+    }
+    for day in DAYS:
+        assert materialize(settings, day, instance).success
+    assert snapshot(settings) == before
+    for day in DAYS:
+        again = pq.read_table(archive.day_path(settings.archive_dir, dt.date.fromisoformat(day)))
+        assert again.equals(archived_before[day])
+
+
+def test_blocking_check_failure_stops_the_archive(tmp_path, settings, monkeypatch):
+    """A schema failure on the clean data: the archive of that day is not written."""
+    from greenstream_dagster.rules import schemas as schemas_module
+
+    original = schemas_module.schemas
+
+    def strict(s):
+        found = original(s)
+        found["standardized_readings"] = found["standardized_readings"].update_column(
+            "kw", checks=[schemas_module.pa.Check.le(0.5)]
+        )
+        return found
+
+    monkeypatch.setattr("greenstream_dagster.orchestration.checks.schemas", strict)
+    land_file(day_file(tmp_path, DAYS[0]), settings)
+    result = materialize(settings, DAYS[0], dg.DagsterInstance.ephemeral())
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    assert [e.check_name for e in failed] == ["standardized_readings_schema"]
+    assert failed[0].metadata["failure_cases"].value > 0
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "parquet_archive" not in materialized
+    assert not archive.day_path(settings.archive_dir, dt.date.fromisoformat(DAYS[0])).exists()

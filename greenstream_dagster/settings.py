@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 @dataclass(frozen=True)
 class Setting:
-    """One environment variable: its name, default and meaning (the README table is built from these)."""
+    """One environment variable, its default and meaning; the README table lists the same."""
 
     env: str
     default: str

@@ -173,7 +173,7 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     # last reading opens the day; generated intervals before midnight only count run lengths.
     run(
         con,
-        f"""CREATE OR REPLACE TEMP TABLE day_intervals AS
+        """CREATE OR REPLACE TEMP TABLE day_intervals AS
         WITH readings AS (
             SELECT s.meter_key, s.reading_ts,
                 CASE WHEN s.range_reason IS NULL AND z.meter_key IS NULL THEN s.kw END AS kw,
@@ -230,7 +230,8 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         sequence AS (
             SELECT meter_key, reading_ts, kw, measured, is_today FROM prev_tail
             UNION ALL
-            SELECT meter_key, reading_ts, kw, kw IS NOT NULL, reading_ts >= CAST($day AS TIMESTAMPTZ)
+            SELECT meter_key, reading_ts, kw, kw IS NOT NULL,
+                reading_ts >= CAST($day AS TIMESTAMPTZ)
             FROM day_intervals
         ),
         runs AS (

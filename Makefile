@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-export GREENSTREAM_HOME ?= $(CURDIR)/greenstream_data
-export DAGSTER_HOME ?= $(GREENSTREAM_HOME)/dagster_home
+# Only the demo targets use these; tests make their own temporary homes.
+DEMO_HOME ?= $(CURDIR)/greenstream_data
+DEMO_ENV = GREENSTREAM_HOME="$(DEMO_HOME)" DAGSTER_HOME="$(DEMO_HOME)/dagster_home"
 DEMO_PORT ?= 3000
 DEMO_METERS ?= 200
 DEMO_DAYS ?= 3
@@ -27,17 +28,17 @@ test: lint
 
 # Sample files for the last DEMO_DAYS UTC days, dropped into landing/ for the sensor.
 demo-data: setup
-	mkdir -p "$(GREENSTREAM_HOME)/landing" "$(DAGSTER_HOME)"
-	cp deploy/dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
-	@if [ -z "$$(ls -A "$(GREENSTREAM_HOME)/raw" 2>/dev/null)" ]; then \
+	mkdir -p "$(DEMO_HOME)/landing" "$(DEMO_HOME)/dagster_home"
+	cp deploy/dagster.yaml "$(DEMO_HOME)/dagster_home/dagster.yaml"
+	@if [ -z "$$(ls -A "$(DEMO_HOME)/raw" 2>/dev/null)" ]; then \
 	  start=$$($(BIN)/python -c "import datetime as d; print(d.date.today() - d.timedelta(days=$(DEMO_DAYS)))"); \
 	  $(BIN)/greenstream generate --meters $(DEMO_METERS) --days $(DEMO_DAYS) --start $$start \
-	    --out "$(GREENSTREAM_HOME)/sample" --seed 7 && \
-	  cp "$(GREENSTREAM_HOME)"/sample/headend_* "$(GREENSTREAM_HOME)/landing/"; \
+	    --out "$(DEMO_HOME)/sample" --seed 7 && \
+	  cp "$(DEMO_HOME)"/sample/headend_* "$(DEMO_HOME)/landing/"; \
 	else echo "data home already has landed files; not adding sample data"; fi
 
 demo: demo-data
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DEMO_PORT)
+	$(DEMO_ENV) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DEMO_PORT)
 
 benchmark: setup
 	$(BIN)/python benchmarks/pipeline_benchmark.py

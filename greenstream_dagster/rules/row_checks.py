@@ -24,13 +24,6 @@ TIMESTAMP_PATTERN = (
 NUMBER_PATTERN = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 # Largest UTC offset accepted, in hours (ISO 8601 allows up to 18).
 MAX_OFFSET_HOURS = 18
-# Reasons that leave a row without a day of its own: it goes to its file's first day.
-NO_DAY_REASONS = (
-    codes.MALFORMED_ROW,
-    codes.INVALID_TIMESTAMP,
-    codes.AMBIGUOUS_TIMESTAMP,
-    codes.FUTURE_TIMESTAMP,
-)
 
 
 def sql_list(values: tuple[str, ...]) -> str:
@@ -128,6 +121,14 @@ def checked_rows_sql(source: str, settings: Settings) -> str:
     SELECT * EXCLUDE (ts_parts, local_ts, offset_hours, offset_mins, has_offset, number,
                       dst_problem),
         CASE WHEN is_missing THEN NULL ELSE number END AS value,
+        -- The UTC day the row's own timestamp places it on, whatever else is wrong with the
+        -- row; NULL when the row is malformed or its timestamp is unreadable, ambiguous,
+        -- in the future or before the first day.
+        CASE WHEN raw_line IS NULL AND dst_problem IS NULL
+              AND reading_ts <= arrival_time
+                  + to_microseconds(CAST($future_minutes * 60000000 AS BIGINT))
+              AND reading_ts >= CAST(CAST($start_date AS DATE) AS TIMESTAMPTZ)
+             THEN CAST(reading_ts AS DATE) END AS reading_day,
         CASE
             WHEN raw_line IS NOT NULL THEN '{codes.MALFORMED_ROW}'
             WHEN meter_key IS NULL THEN '{codes.MISSING_METER_ID}'
@@ -179,12 +180,10 @@ def placed_rows_sql(source: str, settings: Settings) -> str:
     WITH checked AS ({checked_rows_sql(source, settings)}),
     first_days AS (
         SELECT source_file,
-            coalesce(min(CAST(reading_ts AS DATE)) FILTER (WHERE early_reason IS NULL),
+            coalesce(min(reading_day) FILTER (WHERE early_reason IS NULL),
                      CAST(min(arrival_time) AS DATE)) AS first_day
         FROM checked GROUP BY source_file
     )
-    SELECT checked.*,
-        CASE WHEN early_reason IN {sql_list(NO_DAY_REASONS)} THEN first_days.first_day
-             ELSE CAST(reading_ts AS DATE) END AS partition_date
+    SELECT checked.*, coalesce(reading_day, first_days.first_day) AS partition_date
     FROM checked JOIN first_days USING (source_file)
     """

@@ -18,7 +18,7 @@ import duckdb
 
 from ..settings import Settings
 from . import codes
-from .row_checks import NO_DAY_REASONS, checked_rows_sql, parameters, run, sql_list
+from .row_checks import checked_rows_sql, parameters, run, sql_list
 
 STAGED_STANDARDIZED = "staged_standardized"
 STAGED_QUARANTINE = "staged_quarantine"
@@ -281,7 +281,7 @@ def _stage_quarantine(con: duckdb.DuckDBPyConnection, p: dict[str, object]) -> N
         f"""CREATE OR REPLACE TEMP TABLE {STAGED_QUARANTINE} AS
         SELECT *, CAST($day AS DATE) AS partition_date FROM (
         SELECT {raw_text}, early_reason AS reason, detail,
-            CASE WHEN early_reason NOT IN {sql_list(NO_DAY_REASONS)} THEN reading_ts END
+            CASE WHEN reading_day IS NOT NULL THEN reading_ts END
                 AS reading_ts,
             NULL::DOUBLE AS kw, source_file, source_line
         FROM day_checked WHERE early_reason IS NOT NULL

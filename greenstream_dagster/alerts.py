@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import urllib.error
 import urllib.request
 from typing import Any
 
@@ -46,12 +45,14 @@ def raise_alert(
 
 def _post(url: str, payload: dict[str, Any], log: Any) -> None:
     body = json.dumps(payload, default=str).encode("utf-8")
-    request = urllib.request.Request(
-        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-    )
     try:
+        # Inside the try: a URL without a scheme fails here, with the URL in the message.
+        request = urllib.request.Request(
+            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
         with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
             response.read()
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        # The exception text can contain the URL; say only what kind of failure it was.
+    except Exception as exc:
+        # A failed delivery must never fail the caller (a bad URL raises http.client.InvalidURL,
+        # which is no OSError). The exception text can contain the URL: say only its kind.
         (log or _log).warning(f"alert webhook delivery failed: {type(exc).__name__}")

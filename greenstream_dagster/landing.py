@@ -30,10 +30,14 @@ def land_file(
     *,
     remove_source: bool = False,
     arrival: dt.datetime | None = None,
+    follow_symlinks: bool = True,
 ) -> Landed:
-    """Store ``path`` in the raw zone and register it, accepted with its days or rejected."""
+    """Store ``path`` in the raw zone and register it, accepted with its days or rejected.
+
+    Files taken from the landing folder should pass ``follow_symlinks=False``: a name seen as a
+    plain file may be a link by the time it is opened (see ``RawZone.store``)."""
     zone = RawZone(settings.raw_dir)
-    sha = zone.store(path)
+    sha = zone.store(path, follow_symlinks=follow_symlinks)
     if zone.is_landed(sha):
         landed = Landed(zone.sidecar(sha), already_landed=True)
     else:

@@ -1,7 +1,8 @@
 """The Parquet archive: the clean data of each UTC day as one zstd file under ``date=YYYY-MM-DD``.
 
-One fixed file name per day, written aside and renamed over the old one, so a reader (DuckDB,
-pyarrow, Spark, pandas) sees the old day or the new day, never a half-written or doubled one.
+One fixed file name per day, written aside (in a staging folder next to the archive) and renamed
+over the old one, so a reader (DuckDB, pyarrow, Spark, pandas) sees the old day or the new day,
+never a half-written or doubled one.
 """
 
 from __future__ import annotations
@@ -43,13 +44,23 @@ def day_path(archive_dir: Path, day: dt.date) -> Path:
     return Path(archive_dir) / f"date={day.isoformat()}" / FILE_NAME
 
 
+def staging_dir(archive_dir: Path) -> Path:
+    """Where a day is written before it is swapped in: beside the archive, not inside it, so
+    that no reader globbing the archive (``readings/**``) ever meets a half-written file, even
+    one left by a run that was killed. Same file system, so the swap is an atomic rename."""
+    archive_dir = Path(archive_dir)
+    return archive_dir.parent / f".{archive_dir.name}-staging"
+
+
 def write_day(con: duckdb.DuckDBPyConnection, archive_dir: Path, day: dt.date) -> ArchivedDay:
     """Export ``day`` of ``standardized_readings`` and swap it in atomically."""
     target = day_path(archive_dir, day)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(".*.tmp"):  # left by a run that died while writing
+    staging = staging_dir(archive_dir)
+    staging.mkdir(parents=True, exist_ok=True)
+    for stale in staging.glob(f"{day.isoformat()}-*.tmp"):  # left by a run that died writing
         stale.unlink(missing_ok=True)
-    tmp = target.parent / f".{uuid.uuid4().hex}.tmp"
+    tmp = staging / f"{day.isoformat()}-{uuid.uuid4().hex}.tmp"
     quoted = str(tmp).replace("'", "''")
     try:
         con.execute(
@@ -61,9 +72,18 @@ def write_day(con: duckdb.DuckDBPyConnection, archive_dir: Path, day: dt.date) -
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
         os.replace(tmp, target)
+        _fsync_dir(target.parent)  # the rename itself survives a power loss
     finally:
         tmp.unlink(missing_ok=True)
     return ArchivedDay(target, count_rows(archive_dir, day), target.stat().st_size)
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def count_rows(archive_dir: Path, day: dt.date) -> int | None:

@@ -9,6 +9,7 @@ the file again next time. Both are made read-only after writing.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -64,13 +65,23 @@ class RawZone:
     def is_landed(self, sha: str) -> bool:
         return self.sidecar_path(sha).exists()
 
-    def store(self, src: Path) -> str:
-        """Copy ``src`` in under its SHA-256 (hashing while copying) and return the hash."""
+    def store(self, src: Path, follow_symlinks: bool = True) -> str:
+        """Copy ``src`` in under its SHA-256 (hashing while copying) and return the hash.
+
+        Only a regular file is read (a FIFO would block the reader forever). With
+        ``follow_symlinks=False`` a symbolic link is refused too: a file taken from the landing
+        folder may have been swapped for a link to a file outside the data home after it was
+        looked at, and the raw zone keeps every byte it reads.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
+        flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
+        reader = os.fdopen(os.open(src, flags), "rb")
         tmp = self.root / f".incoming-{uuid.uuid4().hex}"
         digest = hashlib.sha256()
         try:
-            with open(src, "rb") as reader, open(tmp, "wb") as writer:
+            if not stat.S_ISREG(os.fstat(reader.fileno()).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(src))
+            with reader, open(tmp, "wb") as writer:
                 while chunk := reader.read(CHUNK):
                     digest.update(chunk)
                     writer.write(chunk)
@@ -85,6 +96,7 @@ class RawZone:
                 os.replace(tmp, target)
             return sha
         finally:
+            reader.close()
             tmp.unlink(missing_ok=True)
 
     def write_sidecar(self, sidecar: Sidecar) -> None:
@@ -93,9 +105,17 @@ class RawZone:
         if target.exists():
             raise FileExistsError(f"{target} exists: the raw zone is immutable")
         tmp = self.root / f".sidecar-{uuid.uuid4().hex}"
-        tmp.write_text(sidecar.to_json(), encoding="utf-8")
-        os.chmod(tmp, READ_ONLY)
-        os.replace(tmp, target)
+        try:
+            with open(tmp, "w", encoding="utf-8") as writer:
+                writer.write(sidecar.to_json())
+                writer.flush()
+                # On disk before it is renamed into place: after a power cut, an empty sidecar
+                # would mark the file landed and break every later read of the raw zone.
+                os.fsync(writer.fileno())
+            os.chmod(tmp, READ_ONLY)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def sidecar(self, sha: str) -> Sidecar:
         return Sidecar.from_json(self.sidecar_path(sha).read_text(encoding="utf-8"))

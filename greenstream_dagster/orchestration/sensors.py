@@ -3,121 +3,128 @@
 The sensor moves each complete new file into the raw zone and asks for one run per UTC day the
 tick's files touch, plus the already processed days after them whose outputs late data can
 change (the next day's window and fill, the fault rules' look-back). Run keys are built from the
-day and the files' hashes, so no day is run twice for the same file.
+day and the files' hashes, so no day is run twice for the same file. The rules of what is
+complete, what is taken and which days run are plain Python in ``landing_watch.py``.
 """
 
 import datetime as dt
-import hashlib
 import time
 
 import dagster as dg
 
 from ..alerts import raise_alert
-from ..landing import land_file
-from ..landing_watch import scan
-from ..storage.raw_zone import REJECTED
+from ..landing_watch import follow_up_days, plan_runs, scan, take_files
 from .assets import ASSET_KEYS, DAILY
 from .resources import GreenstreamSettings
 
+__all__ = ["daily_job", "follow_up_days", "landing_sensor", "run_failure_alert"]
+
 # Landing reads each file once to learn its days; stop taking files well inside the tick's
-# time limit and leave the rest for the next tick.
+# time limit (60 seconds by default) and leave the rest for the next tick.
 TICK_BUDGET_SECONDS = 40
+# The tags of the files behind a run are shown in the UI; keep them short.
+TAG_NAMES_LIMIT = 200
 
 daily_job = dg.define_asset_job(
     "daily_pipeline",
     selection=dg.AssetSelection.assets(*ASSET_KEYS),
-    partitions_def=DAILY,
-    description="Every asset and check of one UTC day.",
+    description=(
+        "Every asset and check of one UTC day. To re-process a range of days, launch the "
+        "backfill from this job (Materialize all, choose the days): one run per day, oldest "
+        "first, and each day's check results recorded on that day."
+    ),
 )
 
 
-def follow_up_days(touched: set[dt.date], processed: set[dt.date], after: int) -> set[dt.date]:
-    """Processed days within ``after`` days of a touched day, whose outputs may change."""
-    return {
-        day + dt.timedelta(days=k)
-        for day in touched
-        for k in range(1, after + 1)
-        if day + dt.timedelta(days=k) in processed
-    } - touched
+def processed_days(instance: dg.DagsterInstance) -> set[dt.date]:
+    """Days whose clean data exist or are being computed now: late data for an earlier day
+    can change them. (Queued runs need nothing: they start after the runs asked for now.)"""
+    keys = set(instance.get_materialized_partitions(dg.AssetKey("standardized_readings")))
+    for run in instance.get_runs(
+        filters=dg.RunsFilter(
+            statuses=[
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+                dg.DagsterRunStatus.CANCELING,
+            ]
+        )
+    ):
+        tags = run.tags
+        if "dagster/partition" in tags:
+            keys.add(tags["dagster/partition"])
+        elif "dagster/asset_partition_range_start" in tags:
+            start = tags["dagster/asset_partition_range_start"]
+            end = tags.get("dagster/asset_partition_range_end", start)
+            keys.update(DAILY.get_partition_keys_in_range(dg.PartitionKeyRange(start, end)))
+    days = set()
+    for key in keys:
+        try:
+            days.add(dt.date.fromisoformat(key))
+        except ValueError:
+            continue
+    return days
 
 
 @dg.sensor(
     job=daily_job,
     minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Moves complete files from landing/ into the raw zone; runs the days they touch.",
+    description=(
+        "Takes each complete new file from landing/ (unchanged for GREENSTREAM_SETTLE_SECONDS) "
+        "into the raw zone and runs the UTC days it touches, plus the processed days after "
+        "them that late data can change. Temporary, hidden and already landed files start "
+        "nothing; rejected files raise an alert. The tick says what became of each file."
+    ),
 )
 def landing_sensor(context: dg.SensorEvaluationContext, greenstream: GreenstreamSettings):
     settings = greenstream.settings()
-    started = time.monotonic()
+    settings.landing_dir.mkdir(parents=True, exist_ok=True)
+    now = time.time()
     found = scan(
         settings.landing_dir,
         context.cursor,
-        time.time(),
+        now,
         settings.settle_seconds,
         settings.max_files_per_tick,
     )
-    files_by_day: dict[dt.date, list[str]] = {}
-    notes: list[str] = []
-    for path in found.ready:
-        if time.monotonic() - started > TICK_BUDGET_SECONDS:
-            notes.append("tick time budget used; the rest waits for the next tick")
-            break
-        try:
-            landed = land_file(path, settings, remove_source=True)
-        except FileNotFoundError:
-            continue  # vanished while being taken
-        sidecar = landed.sidecar
-        if landed.already_landed:
-            notes.append(f"{path.name}: same bytes already landed as {sidecar.source_file[:12]}")
-        elif sidecar.status == REJECTED:
-            notes.append(f"{path.name}: rejected: {sidecar.reason}")
-            raise_alert(
-                settings,
-                "file_rejected",
-                f"file {path.name} was rejected: {sidecar.reason}",
-                {"file": path.name, "source_file": sidecar.source_file, "reason": sidecar.reason},
-                log=context.log,
-            )
-        else:
-            notes.append(f"{path.name}: landed, days {', '.join(map(str, sidecar.days))}")
-            for day in sidecar.days:
-                files_by_day.setdefault(day, []).append(sidecar.source_file)
-    processed = {
-        dt.date.fromisoformat(key)
-        for key in context.instance.get_materialized_partitions(
-            dg.AssetKey("standardized_readings")
-        )
-    }
-    after = follow_up_days(set(files_by_day), processed, settings.reprocess_days_after)
-    for day in after:
-        earlier = [d for d in files_by_day if d < day]
-        files_by_day[day] = sorted({sha for d in earlier for sha in files_by_day[d]})
+    intake = take_files(
+        found.ready,
+        settings,
+        log=context.log,
+        budget_seconds=TICK_BUDGET_SECONDS,
+        expected=found.signatures(),
+    )
+    processed = processed_days(context.instance) if intake.days else set()
     partitions = set(DAILY.get_partition_keys())
+    notes = list(intake.notes)
     requests = []
-    for day in sorted(files_by_day):
-        if day.isoformat() not in partitions:
-            notes.append(f"{day}: outside the pipeline's days, not run")
+    for run in plan_runs(intake.days, processed, settings.reprocess_days_after):
+        if run.day.isoformat() not in partitions:
+            notes.append(f"{run.day}: outside the pipeline's days, not run")
             continue
-        hashes = hashlib.sha256("".join(sorted(files_by_day[day])).encode()).hexdigest()[:16]
+        names = ", ".join(sorted(intake.names.get(sha, sha[:12]) for sha in run.files))
         requests.append(
             dg.RunRequest(
-                run_key=f"{day.isoformat()}:{hashes}",
-                partition_key=day.isoformat(),
+                run_key=run.run_key,
+                partition_key=run.day.isoformat(),
                 tags={
-                    "greenstream/trigger": "landing",
-                    "greenstream/files": str(len(files_by_day[day])),
+                    "greenstream/trigger": "late data before this day"
+                    if run.follow_up
+                    else "landing",
+                    "greenstream/files": names[:TAG_NAMES_LIMIT],
                 },
             )
         )
-    for note in notes:
+    for note in notes:  # what became of each file: in the tick's log in the UI
         context.log.info(note)
-    message = "; ".join(notes) or f"no complete new file ({found.waiting} settling)"
-    return dg.SensorResult(
-        run_requests=requests,
-        cursor=found.state,
-        skip_reason=None if requests else dg.SkipReason(message),
-    )
+    cursor = found.cursor(taken=intake.taken, failed=intake.failed, now=now)
+    if requests:
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+    if notes:
+        message = f"{'; '.join(notes)} ({found.describe()})"
+    else:
+        message = f"no complete new file ({found.describe()})"
+    return dg.SensorResult(cursor=cursor, skip_reason=dg.SkipReason(message))
 
 
 @dg.run_failure_sensor(

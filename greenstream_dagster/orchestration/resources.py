@@ -4,6 +4,7 @@
 ``GREENSTREAM_*`` variables read when the code location loads (see ``settings.py``).
 """
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +13,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from ..settings import Settings
+from ..settings import SETTINGS, Settings
 from ..storage import warehouse
 
 _ENV = Settings.from_env()
@@ -36,7 +37,9 @@ class GreenstreamSettings(dg.ConfigurableResource):
     zero_days: int = _ENV.zero_days
     quarantine_rate_warn: float = _ENV.quarantine_rate_warn
     missing_rate_warn: float = _ENV.missing_rate_warn
-    alert_webhook: str = _ENV.alert_webhook
+    # A secret: its default is not the environment's value (the UI shows defaults); a
+    # deployment passes dg.EnvVar, which the UI shows by name only.
+    alert_webhook: str = ""
     settle_seconds: float = _ENV.settle_seconds
     max_files_per_tick: int = _ENV.max_files_per_tick
     reprocess_days_after: int = _ENV.reprocess_days_after
@@ -44,6 +47,9 @@ class GreenstreamSettings(dg.ConfigurableResource):
     @classmethod
     def from_settings(cls, settings: Settings) -> "GreenstreamSettings":
         values = {name: getattr(settings, name) for name in cls.model_fields}
+        webhook_env = SETTINGS["alert_webhook"].env
+        if settings.alert_webhook and settings.alert_webhook == os.environ.get(webhook_env):
+            values["alert_webhook"] = dg.EnvVar(webhook_env)
         return cls(**{**values, "home": str(settings.home)})
 
     def settings(self) -> Settings:

@@ -7,20 +7,22 @@ so a file processed from the command line and one picked up by the sensor give t
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 
 from .alerts import raise_alert
 from .landing import Landed, land_file
 from .orchestration.assets import ASSETS, DAILY
 from .orchestration.checks import CHECKS
-from .orchestration.resources import resources_for
+from .orchestration.resources import resources_for, warehouse_connection
 from .orchestration.sensors import follow_up_days
 from .rules import codes
 from .settings import Settings
-from .storage import warehouse
 from .storage.raw_zone import REJECTED
 
 
@@ -39,12 +41,15 @@ class ProcessOutcome:
     landed: list[Landed]
     days: list[DayOutcome]
     skipped_days: list[dt.date]
+    error: str | None = None  # why no day could be run at all
 
     @property
     def ok(self) -> bool:
-        return all(d.success and not d.failed_checks for d in self.days)
+        return self.error is None and all(d.success and not d.failed_checks for d in self.days)
 
     def failure_message(self) -> str:
+        if self.error:
+            return self.error
         bad = [d for d in self.days if not d.success or d.failed_checks]
         parts = [
             f"{d.day}: failed steps {d.failed_steps or '-'}, failed blocking checks "
@@ -98,16 +103,35 @@ def _instance(dagster_home: str | None) -> dg.DagsterInstance:
     return dg.DagsterInstance.ephemeral()
 
 
+class WarehouseUnavailable(RuntimeError):
+    """The warehouse could not be opened, even after the connection's backoff."""
+
+
+@contextmanager
+def _warehouse(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse, opened like the assets open it: with backoff while another process
+    holds its lock."""
+    try:
+        with warehouse_connection(resources_for(settings)["duckdb"]) as con:
+            yield con
+    except duckdb.IOException as exc:
+        raise WarehouseUnavailable(
+            f"the warehouse {settings.warehouse_path} cannot be opened: {exc}. Another process "
+            "(a running `dagster dev` or a second `greenstream process`) may hold its lock; "
+            "stop it or wait, then run the command again"
+        ) from exc
+
+
 def _processed_days(settings: Settings) -> set[dt.date]:
     if not settings.warehouse_path.exists():
         return set()
-    with warehouse.connect(settings.warehouse_path) as con:
+    with _warehouse(settings) as con:
         rows = con.execute("SELECT DISTINCT partition_date FROM standardized_readings").fetchall()
     return {d for (d,) in rows}
 
 
 def _day_summary(settings: Settings, day: dt.date) -> dict[str, object]:
-    with warehouse.connect(settings.warehouse_path) as con:
+    with _warehouse(settings) as con:
         raw = con.execute(
             "SELECT count(*) FROM raw_readings WHERE partition_date = ?", [day]
         ).fetchone()[0]
@@ -182,7 +206,10 @@ def run_day(day: dt.date, settings: Settings, instance: dg.DagsterInstance) -> D
             f"checks {outcome.failed_checks or '-'}",
             {"partition": day.isoformat(), "run_id": result.run_id},
         )
-    outcome.summary = _day_summary(settings, day)
+    try:
+        outcome.summary = _day_summary(settings, day)
+    except WarehouseUnavailable as exc:
+        outcome.warnings.append(f"no summary: {exc}")
     return outcome
 
 
@@ -194,12 +221,6 @@ def process_files(
     touched = {
         day for item in landed if item.sidecar.status != REJECTED for day in item.sidecar.days
     }
-    days = touched | follow_up_days(
-        touched, _processed_days(settings), settings.reprocess_days_after
-    )
-    partitions = set(DAILY.get_partition_keys())
-    runnable = sorted(d for d in days if d.isoformat() in partitions)
-    skipped = sorted(days - set(runnable))
     for item in landed:
         if item.sidecar.status == REJECTED and not item.already_landed:
             raise_alert(
@@ -208,6 +229,21 @@ def process_files(
                 f"file {item.sidecar.original_name} was rejected: {item.sidecar.reason}",
                 {"file": item.sidecar.original_name, "source_file": item.sidecar.source_file},
             )
+    try:
+        processed = _processed_days(settings)
+    except WarehouseUnavailable as exc:
+        for day in sorted(touched):
+            raise_alert(
+                settings,
+                "run_failed",
+                f"processing of {day} failed: {exc}",
+                {"partition": day.isoformat()},
+            )
+        return ProcessOutcome(landed, [], [], error=str(exc))
+    days = touched | follow_up_days(touched, processed, settings.reprocess_days_after)
+    partitions = set(DAILY.get_partition_keys())
+    runnable = sorted(d for d in days if d.isoformat() in partitions)
+    skipped = sorted(days - set(runnable))
     instance = _instance(dagster_home)
     outcomes = [run_day(day, settings, instance) for day in runnable]
     return ProcessOutcome(landed, outcomes, skipped)

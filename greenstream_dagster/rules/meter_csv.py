@@ -52,6 +52,8 @@ REASON_MAX_CHARS = 300
 
 # Bytes scanned per numpy step: small enough to keep the temporary masks in cache.
 _SCAN_CHUNK = 1 << 20
+# Records per block when building a column (see _Records.columns).
+_RECORD_BLOCK = 1 << 19
 # Physical lines decoded at once for csv: bounds the memory of a file where every line needs it.
 _PARSER_WINDOW = 1 << 16
 _LF, _CR, _QUOTE = 10, 13, 34
@@ -113,10 +115,10 @@ def read_meter_csv(path: Path) -> MeterCsv:
         if records.count == 0:
             raise RejectedFile("no data rows after the header")
         fields, raw_line = records.columns(required_positions + extra_positions)
-    if extra_positions:
-        extra_fields = _json_objects(extra_columns, fields[len(REQUIRED_COLUMNS) :])
-    else:
-        extra_fields = pa.nulls(records.count, pa.string())
+        if extra_positions:
+            extra_fields = _json_objects(extra_columns, fields[len(REQUIRED_COLUMNS) :], pool)
+        else:
+            extra_fields = pa.nulls(records.count, pa.string())
 
     table = pa.Table.from_arrays(
         [
@@ -339,7 +341,7 @@ def _split_records(
     )
 
 
-def _chunks(start: int, stop: int, size: int = _SCAN_CHUNK) -> list[tuple[int, int]]:
+def _chunks(start: int, stop: int, size: int) -> list[tuple[int, int]]:
     return [(offset, min(offset + size, stop)) for offset in range(start, stop, size)]
 
 
@@ -366,7 +368,7 @@ def _scan(
 
     boundary_parts, newline_parts = [], []
     n_boundaries = n_quotes = 0
-    for found, lf_index, quotes in pool.map(scan_chunk, _chunks(start, len(buf))):
+    for found, lf_index, quotes in pool.map(scan_chunk, _chunks(start, len(buf), _SCAN_CHUNK)):
         boundary_parts.append(found)
         lf_index += n_boundaries
         newline_parts.append(lf_index)
@@ -405,7 +407,7 @@ def _wrapped_fields(
         end -= 1
         out &= buf[end] == _QUOTE
 
-    for _ in pool.map(check_block, _chunks(0, len(ends))):
+    for _ in pool.map(check_block, _chunks(0, len(ends), _SCAN_CHUNK)):
         pass
     return wrapped
 
@@ -413,7 +415,7 @@ def _wrapped_fields(
 def _quotes_per_line(buf: np.ndarray, data_start: int, newline_at: np.ndarray) -> np.ndarray:
     """Number of double quotes on each physical line (only needed when some are escaped)."""
     counts = np.zeros(len(newline_at), np.int64)
-    for first, stop in _chunks(data_start, len(buf)):
+    for first, stop in _chunks(data_start, len(buf), _SCAN_CHUNK):
         at = np.flatnonzero(buf[first:stop] == _QUOTE)
         if not len(at):
             continue
@@ -471,21 +473,55 @@ class _Records:
         self._slow_fields, self._slow_raw = slow_ranges[:-1], slow_ranges[-1]
         self._content = pa.py_buffer(content)
 
-    def columns(self, positions: list[int]) -> tuple[list[pa.Array], pa.Array]:
-        """The string columns at these header positions, and ``raw_line``."""
-        raw_line = self._pool.submit(self._raw_line)
-        fields = list(self._pool.map(self._column, positions))
-        return fields, raw_line.result()
+    def columns(self, positions: list[int]) -> tuple[list[pa.ChunkedArray], pa.ChunkedArray]:
+        """The string columns at these header positions, and ``raw_line``.
 
-    def _column(self, position: int) -> pa.Array:
-        present = self._fast_count > position
-        index = self._first_field + position
+        Columns are built in blocks of records, two at a time: small temporary arrays are
+        reused by the allocator instead of taking fresh pages, which are slow to come by on a
+        virtual machine. Records parsed by ``csv`` must be merged in file order, so a file that
+        has any is done in one block.
+        """
+        n_fast = len(self._fast_count)
+        if self._order is None:
+            blocks = _chunks(0, n_fast, _RECORD_BLOCK)
+        else:
+            blocks = [(0, n_fast)]
+        tasks = [(position, *block) for position in [*positions, None] for block in blocks]
+        pieces = list(self._pool.map(lambda task: self._piece(*task), tasks))
+        columns = [
+            pa.chunked_array(pieces[i : i + len(blocks)], pa.string())
+            for i in range(0, len(pieces), len(blocks))
+        ]
+        return columns[:-1], columns[-1]
+
+    def _piece(self, position: int | None, lo: int, hi: int) -> pa.Array:
+        """Records ``lo`` to ``hi`` of the column at ``position`` (None: ``raw_line``)."""
+        if position is None:
+            fast_count = self._fast_count[lo:hi]
+            ranges = (self._line_start[lo:hi], self._line_end[lo:hi], fast_count != self._n_columns)
+            slow = self._slow_raw
+        else:
+            ranges = self._field_ranges(position, lo, hi)
+            slow = self._slow_fields[position]
+        if self._order is not None:
+            ranges = _concat_ranges(ranges, slow)
+        piece = _gather(self._content, *ranges, self._order)
+        if position is None and piece.null_count < len(piece):
+            piece = pc.utf8_slice_codeunits(piece, 0, RAW_LINE_MAX_CHARS)
+        return piece
+
+    def _field_ranges(
+        self, position: int, lo: int, hi: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        fast_count = self._fast_count[lo:hi]
+        present = fast_count > position
+        index = self._first_field[lo:hi] + position
         index[~present] = 0
         end = self._ends[index]
-        last = self._fast_count == position + 1
-        end[last] = self._line_end[last]
+        last = fast_count == position + 1
+        end[last] = self._line_end[lo:hi][last]
         if position == 0:
-            start = self._line_start.copy()
+            start = self._line_start[lo:hi].copy()
         else:
             start = self._ends[index - 1]
             start += 1
@@ -493,16 +529,7 @@ class _Records:
             unwrap = self._wrapped[index]
             start += unwrap
             end -= unwrap
-        ranges = _concat_ranges((start, end, present), self._slow_fields[position])
-        return _gather(self._content, *ranges, self._order)
-
-    def _raw_line(self) -> pa.Array:
-        malformed = self._fast_count != self._n_columns
-        ranges = (self._line_start, self._line_end, malformed)
-        raw = _gather(self._content, *_concat_ranges(ranges, self._slow_raw), self._order)
-        if raw.null_count == len(raw):
-            return raw
-        return pc.utf8_slice_codeunits(raw, 0, RAW_LINE_MAX_CHARS)
+        return start, end, present
 
 
 @dataclass
@@ -722,17 +749,43 @@ _JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\
 _OTHER_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
 
 
-def _json_objects(names: list[str], columns: list[pa.Array]) -> pa.Array:
-    """One JSON object per row, built column-wise so that extra columns stay cheap."""
-    parts: list[pa.Array | str] = []
-    for i, (name, column) in enumerate(zip(names, columns, strict=True)):
-        parts.append(("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":")
-        parts.append(_json_string_or_null(column))
-    parts.append("}")
-    return pc.binary_join_element_wise(*parts, "")
+def _json_objects(
+    names: list[str], columns: list[pa.ChunkedArray], pool: ThreadPoolExecutor
+) -> pa.ChunkedArray:
+    """One JSON object per row, built column-wise (and block by block, on two threads) so that
+    extra columns stay cheap."""
+    keys = [
+        ("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"
+        for i, name in enumerate(names)
+    ]
+
+    def block(i: int) -> pa.Array:
+        parts: list[pa.Array | str] = []
+        for key, column in zip(keys, columns, strict=True):
+            parts += [key, _json_string_or_null(column.chunk(i))]
+        return pc.binary_join_element_wise(*parts, "}", "")
+
+    return pa.chunked_array(list(pool.map(block, range(columns[0].num_chunks))), pa.string())
 
 
 def _json_string_or_null(column: pa.Array) -> pa.Array:
+    if _needs_escape(column):
+        column = _json_escape(column)
+    return pc.fill_null(pc.binary_join_element_wise('"', column, '"', ""), "null")
+
+
+def _needs_escape(column: pa.Array) -> bool:
+    """Whether any value holds a quote, a backslash or a control character: rarely, so one
+    numpy pass over the characters usually spares every escaping pass."""
+    data = column.buffers()[2]
+    if data is None:
+        return False
+    offsets = np.frombuffer(column.buffers()[1], np.int32, len(column) + 1, column.offset * 4)
+    chars = np.frombuffer(data, np.uint8)[offsets[0] : offsets[-1]]
+    return bool(((chars < 0x20) | (chars == ord('"')) | (chars == ord("\\"))).any())
+
+
+def _json_escape(column: pa.Array) -> pa.Array:
     escaped = column
     for text, escape in _JSON_ESCAPES:
         escaped = pc.replace_substring(escaped, text, escape)
@@ -742,5 +795,4 @@ def _json_string_or_null(column: pa.Array) -> pa.Array:
         values = column.take(pa.array(rows)).to_pylist()
         fixed = [json.dumps(v, ensure_ascii=False)[1:-1] for v in values]
         escaped = pc.replace_with_mask(escaped, rare, pa.array(fixed, pa.string()))
-    quoted = pc.binary_join_element_wise('"', escaped, '"', "")
-    return pc.fill_null(quoted, "null")
+    return escaped

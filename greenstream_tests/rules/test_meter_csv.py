@@ -16,6 +16,7 @@ import re
 import pyarrow as pa
 import pytest
 
+from greenstream_dagster.rules import meter_csv
 from greenstream_dagster.rules.codes import REQUIRED_COLUMNS
 from greenstream_dagster.rules.meter_csv import (
     DELIMITERS,
@@ -622,7 +623,20 @@ def random_file(rng: random.Random) -> tuple[bytes, str, list[str]]:
 def test_agrees_with_a_reference_reader(tmp_path, seed):
     """Random files full of quotes, delimiters, CRs and blank lines: the vectorised reader and
     the line-by-line reference must give the same rows. 50 files per case."""
-    for case in range(seed, seed + 50):
+    assert_agrees_with_reference(tmp_path, range(seed, seed + 50))
+
+
+def test_agrees_with_a_reference_reader_in_tiny_pieces(tmp_path, monkeypatch):
+    """The same with scan chunks, record blocks and csv windows of a few units, so that every
+    boundary between them falls inside records, quotes and CRLFs."""
+    monkeypatch.setattr(meter_csv, "_SCAN_CHUNK", 7)
+    monkeypatch.setattr(meter_csv, "_RECORD_BLOCK", 3)
+    monkeypatch.setattr(meter_csv, "_PARSER_WINDOW", 2)
+    assert_agrees_with_reference(tmp_path, range(1000, 1200))
+
+
+def assert_agrees_with_reference(tmp_path, cases: range) -> None:
+    for case in cases:
         content, delimiter, header = random_file(random.Random(case))
         expected = reference_rows(content, delimiter, header)
         try:

@@ -43,18 +43,27 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         "fill_minutes": settings.fill_max_minutes,
     }
 
-    # Steps 1-3 on the day's raw rows (same SQL as when the file landed).
+    # Each file as a small number ordered by arrival (then hash), so that the steps below carry
+    # four bytes per row instead of a 64-character hash, and "latest arrival" is a comparison.
+    run(
+        con,
+        """CREATE OR REPLACE TEMP TABLE day_files AS
+        SELECT source_file, arrival_time,
+            CAST(row_number() OVER (ORDER BY arrival_time, source_file) AS INTEGER) AS file_no
+        FROM raw_files""",
+    )
+    # Steps 1-3 on the day's raw rows (same SQL as when the file landed). Only what the later
+    # steps need is kept; the raw text is fetched again for the few rows quarantined.
+    raw_day = """(SELECT r.meter_id, r."timestamp", r.energy_value, r.energy_unit, r.field_count,
+                         r.raw_line, r.source_line, f.file_no, f.arrival_time
+                  FROM raw_readings r JOIN day_files f USING (source_file)
+                  WHERE r.partition_date = $day)"""
     run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE day_checked AS
-        {
-            checked_rows_sql(
-                '''(SELECT r.*, f.arrival_time FROM raw_readings r
-                               JOIN raw_files f USING (source_file)
-                               WHERE r.partition_date = $day)''',
-                settings,
-            )
-        }""",
+        SELECT meter_key, reading_ts, value, unit, early_reason, detail, reading_day, file_no,
+            source_line
+        FROM ({checked_rows_sql(raw_day, settings)})""",
         p,
     )
 
@@ -63,16 +72,26 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     run(
         con,
         """CREATE OR REPLACE TEMP TABLE day_versions AS
-        SELECT *,
-            row_number() OVER version_order AS version_rank,
-            count(*) OVER (PARTITION BY meter_key, reading_ts) AS versions,
-            first_value(source_file) OVER version_order AS winner_file,
-            first_value(source_line) OVER version_order AS winner_line
-        FROM day_checked
-        WHERE early_reason IS NULL
-        WINDOW version_order AS (PARTITION BY meter_key, reading_ts
-            ORDER BY value IS NOT NULL DESC, arrival_time DESC, source_file DESC,
-                     source_line DESC)""",
+        WITH valid AS (SELECT * FROM day_checked WHERE early_reason IS NULL),
+        -- Duplicates are rare: rank only the keys that have several versions.
+        repeated AS (
+            SELECT meter_key, reading_ts, count(*) AS versions FROM valid
+            GROUP BY ALL HAVING count(*) > 1
+        ),
+        ranked AS (
+            SELECT valid.*, repeated.versions,
+                row_number() OVER version_order AS version_rank,
+                first_value(file_no) OVER version_order AS winner_file_no,
+                first_value(source_line) OVER version_order AS winner_line
+            FROM valid JOIN repeated USING (meter_key, reading_ts)
+            WINDOW version_order AS (PARTITION BY meter_key, reading_ts
+                ORDER BY value IS NOT NULL DESC, file_no DESC, source_line DESC)
+        )
+        SELECT * FROM ranked
+        UNION ALL BY NAME
+        SELECT valid.*, 1 AS versions, 1 AS version_rank, NULL AS winner_file_no,
+            NULL AS winner_line
+        FROM valid ANTI JOIN repeated USING (meter_key, reading_ts)""",
     )
 
     # Steps 5 and 6: kW, then the range.
@@ -144,8 +163,10 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         """CREATE OR REPLACE TEMP TABLE meter_intervals AS
         WITH stamps AS (
             SELECT meter_key, reading_ts FROM day_survivors
-            UNION SELECT meter_key, reading_ts FROM prev_survivors
-            WHERE meter_key IN (SELECT meter_key FROM day_survivors)
+            -- the day before's stamps are on another day: no overlap, no DISTINCT needed
+            UNION ALL
+            SELECT meter_key, reading_ts FROM prev_survivors
+            SEMI JOIN day_survivors USING (meter_key)
         ),
         spacings AS (
             SELECT meter_key,
@@ -178,7 +199,7 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
             SELECT s.meter_key, s.reading_ts,
                 CASE WHEN s.range_reason IS NULL AND z.meter_key IS NULL THEN s.kw END AS kw,
                 s.range_reason IS NOT NULL OR z.meter_key IS NOT NULL AS rejected,
-                s.unit_converted, s.had_duplicates, s.source_file, s.source_line, TRUE AS is_today
+                s.unit_converted, s.had_duplicates, s.file_no, s.source_line, TRUE AS is_today
             FROM day_survivors s
             LEFT JOIN day_zscores z USING (meter_key, reading_ts)
             UNION ALL
@@ -202,7 +223,7 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
               AND reading_ts - prev_ts > to_microseconds(CAST(interval_minutes * 60e6 AS BIGINT))
         )
         SELECT meter_key, reading_ts, kw, rejected, unit_converted, had_duplicates,
-            source_file, source_line, interval_minutes, FALSE AS absent
+            file_no, source_line, interval_minutes, FALSE AS absent
         FROM spaced WHERE is_today
         UNION ALL
         SELECT meter_key, reading_ts, NULL, FALSE, FALSE, FALSE, NULL, NULL,
@@ -213,13 +234,15 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
 
     # Forward fill: a run of consecutive missing intervals shorter than the limit in total,
     # right after a measured reading (the day before's clean rows count), takes that reading's kW.
+    # The run of a missing interval is every missing interval with the same latest measured
+    # reading before it (its anchor), found with an ASOF join: only missing rows are grouped.
     run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE {STAGED_STANDARDIZED} AS
         WITH prev_tail AS (
             -- the day before's clean rows from its last measured reading on: they open the run
             SELECT p.meter_id AS meter_key, p.reading_ts, p.kw,
-                p.quality = '{codes.QUALITY_MEASURED}' AS measured, FALSE AS is_today
+                p.quality = '{codes.QUALITY_MEASURED}' AS measured
             FROM standardized_readings p
             JOIN (SELECT meter_id, max(reading_ts) AS last_measured FROM standardized_readings
                   WHERE partition_date = $prev_day AND quality = '{codes.QUALITY_MEASURED}'
@@ -227,44 +250,46 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
             WHERE p.partition_date = $prev_day AND p.reading_ts >= m.last_measured
               AND p.meter_id IN (SELECT meter_key FROM meter_intervals)
         ),
-        sequence AS (
-            SELECT meter_key, reading_ts, kw, measured, is_today FROM prev_tail
+        measured AS (
+            SELECT meter_key, reading_ts, kw FROM day_intervals WHERE kw IS NOT NULL
             UNION ALL
-            SELECT meter_key, reading_ts, kw, kw IS NOT NULL,
-                reading_ts >= CAST($day AS TIMESTAMPTZ)
-            FROM day_intervals
+            SELECT meter_key, reading_ts, kw FROM prev_tail WHERE measured
         ),
-        runs AS (
-            SELECT *,
-                sum(CAST(measured AS INTEGER)) OVER (PARTITION BY meter_key ORDER BY reading_ts
-                    ROWS UNBOUNDED PRECEDING) AS run_id
-            FROM sequence
+        missing AS (
+            SELECT meter_key, reading_ts FROM day_intervals WHERE kw IS NULL
+            UNION ALL
+            SELECT meter_key, reading_ts FROM prev_tail WHERE NOT measured
         ),
-        run_facts AS (
-            SELECT meter_key, run_id,
-                count(*) FILTER (WHERE NOT measured) AS missing_count,
-                max(kw) FILTER (WHERE measured) AS anchor_kw,
-                bool_or(measured) AS has_anchor
-            FROM runs GROUP BY meter_key, run_id
+        anchored AS (
+            SELECT m.meter_key, m.reading_ts, a.reading_ts AS anchor_ts, a.kw AS anchor_kw
+            FROM missing m ASOF LEFT JOIN measured a
+                ON m.meter_key = a.meter_key AND m.reading_ts > a.reading_ts
+        ),
+        decided AS (
+            SELECT a.meter_key, a.reading_ts,
+                a.anchor_ts IS NOT NULL
+                    AND count(*) OVER (PARTITION BY a.meter_key, a.anchor_ts)
+                        * i.interval_minutes < $fill_minutes AS fillable,
+                a.anchor_kw
+            FROM anchored a JOIN meter_intervals i USING (meter_key)
         )
         SELECT i.meter_key AS meter_id, i.reading_ts,
-            CASE WHEN i.kw IS NOT NULL THEN i.kw WHEN fillable THEN anchor_kw END AS kw,
+            CASE WHEN i.kw IS NOT NULL THEN i.kw WHEN d.fillable THEN d.anchor_kw END AS kw,
             CASE WHEN i.kw IS NOT NULL THEN '{codes.QUALITY_MEASURED}'
-                 WHEN fillable THEN '{codes.QUALITY_FILLED}'
+                 WHEN d.fillable THEN '{codes.QUALITY_FILLED}'
                  ELSE '{codes.QUALITY_MISSING}' END AS quality,
             i.kw IS NULL AS missing_value,
-            i.kw IS NULL AND fillable AS filled,
+            coalesce(i.kw IS NULL AND d.fillable, FALSE) AS filled,
             coalesce(i.unit_converted AND NOT i.rejected, FALSE) AS unit_converted,
             coalesce(i.had_duplicates AND NOT i.rejected, FALSE) AS had_duplicates,
             i.interval_minutes,
-            CASE WHEN NOT i.rejected THEN i.source_file END AS source_file,
+            CASE WHEN NOT i.rejected THEN files.source_file END AS source_file,
             CASE WHEN NOT i.rejected THEN i.source_line END AS source_line,
             CAST($day AS DATE) AS partition_date
         FROM day_intervals i
-        JOIN runs USING (meter_key, reading_ts)
-        JOIN (SELECT *, has_anchor AND missing_count * interval_minutes < $fill_minutes
-                  AS fillable
-              FROM run_facts JOIN meter_intervals USING (meter_key)) f USING (meter_key, run_id)
+        LEFT JOIN day_files files USING (file_no)
+        LEFT JOIN decided d ON i.kw IS NULL AND d.meter_key = i.meter_key
+            AND d.reading_ts = i.reading_ts
         WHERE i.reading_ts >= CAST($day AS TIMESTAMPTZ)
         """,
         p,
@@ -274,38 +299,45 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
 
 
 def _stage_quarantine(con: duckdb.DuckDBPyConnection, p: dict[str, object]) -> None:
-    """Every raw row of the day that no clean row carries, with the first reason that hit it."""
-    raw_text = 'meter_id, "timestamp", energy_value, energy_unit'
+    """Every raw row of the day that no clean row carries, with the first reason that hit it,
+    and its raw text fetched back from raw_readings."""
     run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE {STAGED_QUARANTINE} AS
-        SELECT *, CAST($day AS DATE) AS partition_date FROM (
-        SELECT {raw_text}, early_reason AS reason, detail,
-            CASE WHEN reading_day IS NOT NULL THEN reading_ts END
-                AS reading_ts,
-            NULL::DOUBLE AS kw, source_file, source_line
-        FROM day_checked WHERE early_reason IS NOT NULL
-        UNION ALL
-        SELECT {raw_text}, '{codes.DUPLICATE}',
-            'meter ' || meter_key || ' at ' || strftime(reading_ts, '%Y-%m-%dT%H:%M:%SZ')
-                || ' has a version that wins: file ' || winner_file || ' line ' || winner_line,
-            reading_ts,
-            CASE WHEN unit = '{codes.UNIT_WATT}' THEN value / 1000 ELSE value END,
-            source_file, source_line
-        FROM day_versions WHERE version_rank > 1
-        UNION ALL
-        SELECT {raw_text}, range_reason,
-            'kW ' || kw || CASE WHEN range_reason = '{codes.NEGATIVE_VALUE}' THEN ' is below 0'
-                                ELSE ' is above the maximum ' || $max_kw END,
-            reading_ts, kw, source_file, source_line
-        FROM day_survivors WHERE range_reason IS NOT NULL
-        UNION ALL
-        SELECT {raw_text}, '{codes.OUTLIER_ZSCORE}',
-            'z = ' || round(z, 2) || ' from ' || n || ' readings of the trailing window (mean '
-                || round(mean, 4) || ' kW, sd ' || round(sd, 4) || ' kW)',
-            reading_ts, kw, source_file, source_line
-        FROM day_survivors s JOIN day_zscores USING (meter_key, reading_ts)
-        WHERE s.range_reason IS NULL)
+        WITH rejected AS (
+            SELECT file_no, source_line, early_reason AS reason, detail,
+                CASE WHEN reading_day IS NOT NULL THEN reading_ts END AS reading_ts,
+                NULL::DOUBLE AS kw
+            FROM day_checked WHERE early_reason IS NOT NULL
+            UNION ALL
+            SELECT v.file_no, v.source_line, '{codes.DUPLICATE}',
+                'meter ' || v.meter_key || ' at ' || strftime(v.reading_ts, '%Y-%m-%dT%H:%M:%SZ')
+                    || ' has a version that wins: file ' || w.source_file
+                    || ' line ' || v.winner_line,
+                v.reading_ts,
+                CASE WHEN v.unit = '{codes.UNIT_WATT}' THEN v.value / 1000 ELSE v.value END
+            FROM day_versions v JOIN day_files w ON w.file_no = v.winner_file_no
+            WHERE v.version_rank > 1
+            UNION ALL
+            SELECT file_no, source_line, range_reason,
+                'kW ' || kw || CASE WHEN range_reason = '{codes.NEGATIVE_VALUE}'
+                    THEN ' is below 0' ELSE ' is above the maximum ' || $max_kw END,
+                reading_ts, kw
+            FROM day_survivors WHERE range_reason IS NOT NULL
+            UNION ALL
+            SELECT s.file_no, s.source_line, '{codes.OUTLIER_ZSCORE}',
+                'z = ' || round(z, 2) || ' from ' || n || ' readings of the trailing window '
+                    || '(mean ' || round(mean, 4) || ' kW, sd ' || round(sd, 4) || ' kW)',
+                reading_ts, kw
+            FROM day_survivors s JOIN day_zscores USING (meter_key, reading_ts)
+            WHERE s.range_reason IS NULL
+        )
+        SELECT r.meter_id, r."timestamp", r.energy_value, r.energy_unit, q.reason, q.detail,
+            q.reading_ts, q.kw, f.source_file, q.source_line, CAST($day AS DATE) AS partition_date
+        FROM rejected q
+        JOIN day_files f USING (file_no)
+        JOIN raw_readings r ON r.partition_date = $day AND r.source_file = f.source_file
+            AND r.source_line = q.source_line
         """,
         p,
     )

@@ -103,6 +103,11 @@ SETTINGS = {
         "50",
         "sensor: files taken per tick; the rest wait for the next one",
     ),
+    "duckdb_memory_limit": Setting(
+        "GREENSTREAM_DUCKDB_MEMORY_LIMIT",
+        "1500MB",
+        "DuckDB's memory limit for the pipeline; larger work spills to disk",
+    ),
     "reprocess_days_after": Setting(
         "GREENSTREAM_REPROCESS_DAYS_AFTER",
         "3",
@@ -138,6 +143,7 @@ class Settings:
     settle_seconds: float = 5.0
     max_files_per_tick: int = 50
     reprocess_days_after: int = 3
+    duckdb_memory_limit: str = "1500MB"
 
     def __post_init__(self) -> None:
         try:

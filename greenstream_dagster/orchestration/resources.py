@@ -43,6 +43,7 @@ class GreenstreamSettings(dg.ConfigurableResource):
     settle_seconds: float = _ENV.settle_seconds
     max_files_per_tick: int = _ENV.max_files_per_tick
     reprocess_days_after: int = _ENV.reprocess_days_after
+    duckdb_memory_limit: str = _ENV.duckdb_memory_limit
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "GreenstreamSettings":
@@ -72,5 +73,9 @@ def resources_for(settings: Settings) -> dict[str, object]:
     """The resources of a deployment whose data lives under ``settings.home``."""
     return {
         "greenstream": GreenstreamSettings.from_settings(settings),
-        "duckdb": DuckDBResource(database=str(settings.warehouse_path)),
+        "duckdb": DuckDBResource(
+            database=str(settings.warehouse_path),
+            # Without a limit DuckDB may take most of the machine's memory for one day.
+            connection_config={"memory_limit": settings.duckdb_memory_limit},
+        ),
     }

@@ -9,8 +9,10 @@
 import datetime as dt
 
 import dagster as dg
-import pandera.errors
+import pandas as pd
+import pandera.pandas as pa
 from dagster_duckdb import DuckDBResource
+from pandera.errors import SchemaErrors
 
 from ..rules import accounting
 from ..rules.schemas import schemas
@@ -19,6 +21,8 @@ from .assets import DAILY, POOL, RETRY
 from .resources import GreenstreamSettings, warehouse_connection
 
 FAILURE_SAMPLE = 20
+# Rows validated at a time: bounded memory however many meters a day has.
+BATCH_ROWS = 1_000_000
 BLOCKING_SCHEMAS = {"standardized_readings"}
 COMMON = {"partitions_def": DAILY, "pool": POOL, "retry_policy": RETRY}
 
@@ -33,6 +37,49 @@ def _markdown(frame) -> str:
     for row in frame.itertuples(index=False):
         lines.append("| " + " | ".join(str(v).replace("|", "\\|")[:80] for v in row) + " |")
     return "\n".join(lines)
+
+
+def validate_day(con, table: str, schema: pa.DataFrameSchema, day: dt.date):
+    """Validate the day's rows in batches, so a 50,000-meter day never sits in memory as one
+    pandas frame; uniqueness across the whole day is asked of DuckDB instead.
+
+    Returns (rows checked, failure cases or None).
+    """
+    unique = list(schema.unique or [])
+    per_batch = pa.DataFrameSchema(
+        schema.columns, checks=schema.checks, name=schema.name, unique=None
+    )
+    failures = []
+    rows = 0
+    con = con.cursor()  # its own result stream, whatever the caller left open
+    reader = con.sql(
+        f"SELECT * FROM {table} WHERE partition_date = $day", params={"day": day}
+    ).to_arrow_reader(BATCH_ROWS)
+    for batch in reader:
+        frame = batch.to_pandas()
+        rows += len(frame)
+        try:
+            per_batch.validate(frame, lazy=True)
+        except SchemaErrors as errors:
+            failures.append(errors.failure_cases)
+    if unique:
+        keys = ", ".join(unique)
+        doubled = con.sql(
+            f"""SELECT {keys}, count(*) AS times FROM {table} WHERE partition_date = $day
+                GROUP BY ALL HAVING count(*) > 1 ORDER BY ALL LIMIT {FAILURE_SAMPLE}""",
+            params={"day": day},
+        ).df()
+        if len(doubled):
+            failures.append(
+                pd.DataFrame(
+                    {
+                        "column": str(unique),
+                        "check": "multiple_fields_uniqueness",
+                        "failure_case": doubled.astype(str).agg(",".join, axis=1),
+                    }
+                )
+            )
+    return rows, (pd.concat(failures, ignore_index=True) if failures else None)
 
 
 def schema_check(table: str) -> dg.AssetChecksDefinition:
@@ -53,35 +100,22 @@ def schema_check(table: str) -> dg.AssetChecksDefinition:
         duckdb: DuckDBResource,
     ) -> dg.AssetCheckResult:
         schema = schemas(greenstream.settings())[table]
+        day = _day(context)
         with warehouse_connection(duckdb) as con:
-            frame = (
-                con.sql(
-                    f"SELECT * FROM {table} WHERE partition_date = $day",
-                    params={"day": _day(context)},
-                )
-                .to_arrow_table()
-                .to_pandas()
-            )
-        try:
-            schema.validate(frame, lazy=True)
-        except pandera.errors.SchemaErrors as errors:
-            cases = errors.failure_cases
-            by_check = (
-                cases.groupby(["column", "check"], dropna=False).size().reset_index(name="rows")
-            )
-            return dg.AssetCheckResult(
-                passed=False,
-                severity=dg.AssetCheckSeverity.ERROR,
-                metadata={
-                    "rows_checked": len(frame),
-                    "failure_cases": len(cases),
-                    "failures_by_check": dg.MetadataValue.md(_markdown(by_check)),
-                    "sample": dg.MetadataValue.md(
-                        _markdown(cases.head(FAILURE_SAMPLE).astype(str))
-                    ),
-                },
-            )
-        return dg.AssetCheckResult(passed=True, metadata={"rows_checked": len(frame)})
+            rows, cases = validate_day(con, table, schema, day)
+        if cases is None:
+            return dg.AssetCheckResult(passed=True, metadata={"rows_checked": rows})
+        by_check = cases.groupby(["column", "check"], dropna=False).size().reset_index(name="rows")
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "rows_checked": rows,
+                "failure_cases": len(cases),
+                "failures_by_check": dg.MetadataValue.md(_markdown(by_check)),
+                "sample": dg.MetadataValue.md(_markdown(cases.head(FAILURE_SAMPLE).astype(str))),
+            },
+        )
 
     return _check
 

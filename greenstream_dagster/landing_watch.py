@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,7 +146,9 @@ def scan(
             continue
         if settling and now - entry[2] >= settle_seconds:
             complete.append((mtime_ns, name))
-        entries[name] = [*signature, entry[2] if settling else round(now, 3), 0]
+        # Kept to the millisecond, rounded down: a settle period never looks shorter than it was.
+        first_seen = entry[2] if settling else math.floor(now * 1000) / 1000
+        entries[name] = [*signature, first_seen, 0]
     complete.sort()
     ready = [landing_dir / name for _, name in complete[:limit]]
     waiting = len(entries) - len(ready)

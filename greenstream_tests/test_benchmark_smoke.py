@@ -1,0 +1,54 @@
+"""The benchmark (benchmarks/pipeline_benchmark.py) runs end to end at a tiny size and prints its
+table. No timing is asserted: figures belong in notes and the README, not in tests."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "pipeline_benchmark.py"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("pipeline_benchmark", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_runs_and_prints_its_table(tmp_path, capsys):
+    bench = load_benchmark()
+    figures = bench.main(
+        [
+            "--meters",
+            "12",
+            "--days",
+            "1",
+            "--sensor-files",
+            "6",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--json",
+            str(tmp_path / "figures.json"),
+        ]
+    )
+    printed = capsys.readouterr().out
+    sections = {f.section for f in figures.rows}
+    assert {"data", "one day", "floor", "backfill", "sensor, 6 files", "machine"} <= sections
+    for figure in (
+        "greenstream process wall time",
+        "peak RSS",
+        "ratio pipeline / floor",
+        "rows per second (raw rows / wall)",
+        "tick 2 (settled, lands <= 50)",
+    ):
+        assert figure in printed
+    exits = [f.note for f in figures.rows if f.name == "greenstream process wall time"]
+    assert exits == ["exit 0"]
+    assert (tmp_path / "figures.json").exists()
+
+    # A second run reuses the generated files instead of generating them again.
+    again = bench.dataset(tmp_path / "data", 12, 1, bench.default_start(1), 15, 42)
+    assert again.generated_seconds is None and again.files

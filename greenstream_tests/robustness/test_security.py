@@ -316,6 +316,8 @@ REVIEWED_INTERPOLATIONS = {
     "day.isoformat()",
     "placed_rows_sql(source, settings)",
     "checked_rows_sql(source, settings)",
+    # orchestration/checks.py: the unique-key column names of a Pandera schema (constants)
+    "keys",
 }
 
 

@@ -146,55 +146,59 @@ def accounting_balanced(
     )
 
 
-@dg.asset_check(
-    asset="quarantine",
-    description="Warns when the day's share of quarantined raw rows is above "
-    "GREENSTREAM_QUARANTINE_RATE_WARN.",
-    additional_deps=["raw_readings"],
-    **COMMON,
-)
-def quarantine_rate(
-    context: dg.AssetCheckExecutionContext,
-    greenstream: GreenstreamSettings,
-    duckdb: DuckDBResource,
-) -> dg.AssetCheckResult:
-    with warehouse_connection(duckdb) as con:
-        rate, quarantined, raw = accounting.quarantine_rate(con, _day(context))
-    return dg.AssetCheckResult(
-        passed=rate <= greenstream.quarantine_rate_warn,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "quarantine_rate": rate,
-            "threshold": greenstream.quarantine_rate_warn,
-            "quarantined": quarantined,
-            "raw_rows": raw,
-        },
+def rate_check(
+    name: str,
+    asset: str,
+    description: str,
+    compute,
+    threshold: str,
+    counts: tuple[str, str],
+    additional_deps: tuple[str, ...] = (),
+) -> dg.AssetChecksDefinition:
+    """A warn-level check: the day's rate from ``compute`` against a settings threshold."""
+
+    @dg.asset_check(
+        asset=asset,
+        name=name,
+        description=description,
+        additional_deps=list(additional_deps),
+        **COMMON,
     )
+    def _check(
+        context: dg.AssetCheckExecutionContext,
+        greenstream: GreenstreamSettings,
+        duckdb: DuckDBResource,
+    ) -> dg.AssetCheckResult:
+        with warehouse_connection(duckdb) as con:
+            rate, part, whole = compute(con, _day(context))
+        limit = getattr(greenstream, threshold)
+        return dg.AssetCheckResult(
+            passed=rate <= limit,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={name: rate, "threshold": limit, counts[0]: part, counts[1]: whole},
+        )
+
+    return _check
 
 
-@dg.asset_check(
-    asset="standardized_readings",
-    description="Warns when the day's share of intervals without a measured reading is above "
+quarantine_rate = rate_check(
+    "quarantine_rate",
+    "quarantine",
+    "Warns when the day's share of quarantined raw rows is above GREENSTREAM_QUARANTINE_RATE_WARN.",
+    accounting.quarantine_rate,
+    "quarantine_rate_warn",
+    ("quarantined", "raw_rows"),
+    additional_deps=("raw_readings",),
+)
+missing_rate = rate_check(
+    "missing_rate",
+    "standardized_readings",
+    "Warns when the day's share of intervals without a measured reading is above "
     "GREENSTREAM_MISSING_RATE_WARN.",
-    **COMMON,
+    accounting.missing_rate,
+    "missing_rate_warn",
+    ("missing_or_filled", "clean_rows"),
 )
-def missing_rate(
-    context: dg.AssetCheckExecutionContext,
-    greenstream: GreenstreamSettings,
-    duckdb: DuckDBResource,
-) -> dg.AssetCheckResult:
-    with warehouse_connection(duckdb) as con:
-        rate, missing, clean = accounting.missing_rate(con, _day(context))
-    return dg.AssetCheckResult(
-        passed=rate <= greenstream.missing_rate_warn,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "missing_rate": rate,
-            "threshold": greenstream.missing_rate_warn,
-            "missing_or_filled": missing,
-            "clean_rows": clean,
-        },
-    )
 
 
 @dg.asset_check(

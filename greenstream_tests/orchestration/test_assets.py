@@ -10,20 +10,13 @@ import pytest
 
 from greenstream_dagster.landing import land_file
 from greenstream_dagster.orchestration.assets import ASSETS
-from greenstream_dagster.orchestration.checks import CHECKS
+from greenstream_dagster.orchestration.checks import CHECKS, SCHEMA_TABLES
 from greenstream_dagster.orchestration.resources import resources_for
 from greenstream_dagster.storage import archive
 from greenstream_tests.support import series, write_csv
 
 DAYS = ["2026-11-18", "2026-11-19", "2026-11-20"]
-TABLES = [
-    "raw_readings",
-    "standardized_readings",
-    "quarantine",
-    "fault_flags",
-    "meter_daily_peaks",
-    "system_peaks",
-]
+TABLES = SCHEMA_TABLES  # the six table assets
 
 
 def day_file(tmp_path, day: str):

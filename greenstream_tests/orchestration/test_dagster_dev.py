@@ -40,7 +40,7 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 from greenstream_dagster.orchestration.assets import ASSET_KEYS
-from greenstream_dagster.orchestration.checks import CHECKS
+from greenstream_dagster.orchestration.checks import CHECKS, SCHEMA_TABLES
 
 pytestmark = [
     pytest.mark.integration,
@@ -51,14 +51,7 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 # The `dagster` command of this test's own environment (the venv's bin), else the one on PATH.
 DAGSTER = shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which("dagster")
-TABLES = (
-    "raw_readings",
-    "standardized_readings",
-    "quarantine",
-    "fault_flags",
-    "meter_daily_peaks",
-    "system_peaks",
-)
+TABLES = SCHEMA_TABLES  # the six table assets
 CHECK_KEYS = sorted(
     (tuple(key.asset_key.path), key.name) for check in CHECKS for key in check.check_keys
 )

@@ -38,10 +38,16 @@ def evaluate_faults_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: 
     run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE day_near_zero_runs AS
-        WITH measured AS (
+        WITH low_meters AS (
+            -- only meters with a near-zero reading today can have a run today
+            SELECT DISTINCT meter_id FROM standardized_readings
+            WHERE partition_date = $day AND quality = '{codes.QUALITY_MEASURED}'
+              AND kw < $near_zero_kw
+        ),
+        measured AS (
             SELECT meter_id, reading_ts, kw < $near_zero_kw AS low,
                 reading_ts + to_microseconds(CAST(interval_minutes * 60e6 AS BIGINT)) AS ends
-            FROM standardized_readings
+            FROM standardized_readings SEMI JOIN low_meters USING (meter_id)
             WHERE partition_date = $day AND quality = '{codes.QUALITY_MEASURED}'
         ),
         segmented AS (

@@ -25,10 +25,11 @@ def peaks_day(con: duckdb.DuckDBPyConnection, day: dt.date) -> None:
     run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE {STAGED_METER_PEAKS} AS
-        SELECT meter_id, CAST($day AS DATE) AS partition_date, kw AS peak_kw,
-            reading_ts AS peak_ts
+        SELECT meter_id, CAST($day AS DATE) AS partition_date, max(kw) AS peak_kw,
+            -- the highest kW, the earliest timestamp among equal ones
+            arg_max(reading_ts, (kw, -epoch_us(reading_ts))) AS peak_ts
         FROM {measured}
-        QUALIFY row_number() OVER (PARTITION BY meter_id ORDER BY kw DESC, reading_ts) = 1""",
+        GROUP BY meter_id""",
         {"day": day},
     )
     run(

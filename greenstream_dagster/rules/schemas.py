@@ -15,8 +15,9 @@ from . import codes
 
 def _utc_day_matches(df: pd.DataFrame, ts_column: str) -> pd.Series:
     """Each row's timestamp falls on its partition day (UTC)."""
-    days = df[ts_column].dt.tz_convert("UTC").dt.date
-    return days == pd.to_datetime(df["partition_date"]).dt.date
+    # Vectorised: .dt.date would build one Python date object per row.
+    days = df[ts_column].dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("D")
+    return days == pd.to_datetime(df["partition_date"])
 
 
 def _nonblank(series: pd.Series) -> pd.Series:

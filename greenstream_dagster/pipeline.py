@@ -21,7 +21,7 @@ from .rules.peaks import STAGED_METER_PEAKS, STAGED_SYSTEM_PEAKS, peaks_day
 from .rules.standardize import STAGED_QUARANTINE, STAGED_STANDARDIZED, standardize_day
 from .settings import Settings
 from .storage import archive
-from .storage.raw_zone import RawZone
+from .storage.raw_zone import ACCEPTED, RawZone, Sidecar
 from .storage.warehouse import replace_days
 
 
@@ -33,11 +33,11 @@ class DayReport:
     counts: dict[str, object] = field(default_factory=dict)
 
 
-def sync_raw_files(con: duckdb.DuckDBPyConnection, zone: RawZone) -> None:
+def sync_raw_files(con: duckdb.DuckDBPyConnection, sidecars: list[Sidecar]) -> None:
     """Mirror every sidecar into ``raw_files``, so rejected files are queryable too."""
     rows = [
         (s.source_file, s.original_name, s.size_bytes, s.arrival_time, s.days, s.status, s.reason)
-        for s in zone.sidecars()
+        for s in sidecars
     ]
     con.execute("CREATE OR REPLACE TEMP TABLE staged_raw_files AS SELECT * FROM raw_files LIMIT 0")
     if rows:
@@ -53,8 +53,9 @@ def build_raw_readings(
 ) -> DayReport:
     """Load the rows of ``day`` from every accepted file that touches it."""
     zone = RawZone(settings.raw_dir)
-    sync_raw_files(con, zone)
-    files = zone.accepted_for(day)
+    sidecars = zone.sidecars()  # read once: mirrored whole, then filtered for the day
+    sync_raw_files(con, sidecars)
+    files = [s for s in sidecars if s.status == ACCEPTED and day in s.days]
     con.execute(
         "CREATE OR REPLACE TEMP TABLE staged_raw_readings AS SELECT * FROM raw_readings LIMIT 0"
     )

@@ -130,7 +130,3 @@ class RawZone:
             if not p.name.startswith(".")
         ]
         return sorted(found, key=lambda s: (s.arrival_time, s.source_file))
-
-    def accepted_for(self, day: dt.date) -> list[Sidecar]:
-        """The accepted files that have rows on ``day``."""
-        return [s for s in self.sidecars() if s.status == ACCEPTED and day in s.days]

@@ -123,7 +123,7 @@ def test_landing_names_never_lead_outside_the_data_home(tmp_path):
 
     # The odd names travel as data: raw_files holds them verbatim.
     with warehouse.connect(":memory:") as con:
-        pipeline.sync_raw_files(con, zone)
+        pipeline.sync_raw_files(con, zone.sidecars())
         names = [n for (n,) in con.execute("SELECT original_name FROM raw_files").fetchall()]
     assert sorted(names) == sorted(ODD_NAMES)
 

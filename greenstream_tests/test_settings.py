@@ -43,3 +43,8 @@ def test_every_variable_is_documented_in_the_readme():
     text = README.read_text(encoding="utf-8")
     for spec in SETTINGS.values():
         assert f"`{spec.env}`" in text, spec.env
+
+
+def test_dataclass_defaults_equal_the_documented_defaults():
+    """Settings' field defaults and the SETTINGS table (the README's source) say the same."""
+    assert Settings() == Settings.from_env({})

@@ -115,33 +115,33 @@ def checked_rows_sql(source: str, settings: Settings) -> str:
     judged AS (
         SELECT *,
             CASE WHEN NOT has_offset AND reading_ts IS NOT NULL THEN {dst_problem} END
-                AS dst_problem
+                AS dst_problem,
+            -- each condition once, shared by the row's day, its reason and its detail
+            reading_ts > arrival_time
+                + to_microseconds(CAST($future_minutes * 60000000 AS BIGINT)) AS is_future,
+            reading_ts < CAST(CAST($start_date AS DATE) AS TIMESTAMPTZ) AS before_start,
+            NOT is_missing AND (number IS NULL OR NOT isfinite(number)) AS bad_value,
+            NOT is_missing AND unit IS DISTINCT FROM '{codes.UNIT_WATT}'
+                AND unit IS DISTINCT FROM '{codes.UNIT_KILOWATT}' AS bad_unit
         FROM located
     )
     SELECT * EXCLUDE (ts_parts, local_ts, offset_hours, offset_mins, has_offset, number,
-                      dst_problem),
+                      dst_problem, is_future, before_start, bad_value, bad_unit),
         CASE WHEN is_missing THEN NULL ELSE number END AS value,
         -- The UTC day the row's own timestamp places it on, whatever else is wrong with the
         -- row; NULL when the row is malformed or its timestamp is unreadable, ambiguous,
         -- in the future or before the first day.
-        CASE WHEN raw_line IS NULL AND dst_problem IS NULL
-              AND reading_ts <= arrival_time
-                  + to_microseconds(CAST($future_minutes * 60000000 AS BIGINT))
-              AND reading_ts >= CAST(CAST($start_date AS DATE) AS TIMESTAMPTZ)
-             THEN CAST(reading_ts AS DATE) END AS reading_day,
+        CASE WHEN raw_line IS NULL AND dst_problem IS NULL AND NOT is_future
+              AND NOT before_start THEN CAST(reading_ts AS DATE) END AS reading_day,
         CASE
             WHEN raw_line IS NOT NULL THEN '{codes.MALFORMED_ROW}'
             WHEN meter_key IS NULL THEN '{codes.MISSING_METER_ID}'
             WHEN reading_ts IS NULL THEN '{codes.INVALID_TIMESTAMP}'
             WHEN dst_problem IS NOT NULL THEN '{codes.AMBIGUOUS_TIMESTAMP}'
-            WHEN reading_ts > arrival_time + to_microseconds(
-                CAST($future_minutes * 60000000 AS BIGINT)) THEN '{codes.FUTURE_TIMESTAMP}'
-            WHEN reading_ts < CAST(CAST($start_date AS DATE) AS TIMESTAMPTZ)
-                THEN '{codes.INVALID_TIMESTAMP}'
-            WHEN NOT is_missing AND (number IS NULL OR NOT isfinite(number))
-                THEN '{codes.INVALID_VALUE}'
-            WHEN NOT is_missing AND unit IS DISTINCT FROM '{codes.UNIT_WATT}'
-                 AND unit IS DISTINCT FROM '{codes.UNIT_KILOWATT}' THEN '{codes.UNKNOWN_UNIT}'
+            WHEN is_future THEN '{codes.FUTURE_TIMESTAMP}'
+            WHEN before_start THEN '{codes.INVALID_TIMESTAMP}'
+            WHEN bad_value THEN '{codes.INVALID_VALUE}'
+            WHEN bad_unit THEN '{codes.UNKNOWN_UNIT}'
         END AS early_reason,
         CASE
             WHEN raw_line IS NOT NULL THEN 'expected the header''s fields, found '
@@ -151,18 +151,16 @@ def checked_rows_sql(source: str, settings: Settings) -> str:
                 'an empty value') || ' as an ISO-8601 date and time'
             WHEN dst_problem IS NOT NULL THEN 'local time ''' || trim("timestamp") || ''' '
                 || dst_problem || ' in ' || $source_tz || ' (DST change)'
-            WHEN reading_ts > arrival_time + to_microseconds(
-                CAST($future_minutes * 60000000 AS BIGINT))
+            WHEN is_future
                 THEN strftime(reading_ts, '%Y-%m-%dT%H:%M:%SZ') || ' is after the file''s arrival '
                     || strftime(arrival_time, '%Y-%m-%dT%H:%M:%SZ') || ' plus '
                     || $future_minutes || ' minutes'
-            WHEN reading_ts < CAST(CAST($start_date AS DATE) AS TIMESTAMPTZ)
+            WHEN before_start
                 THEN strftime(reading_ts, '%Y-%m-%dT%H:%M:%SZ')
                     || ' is before the first day ' || $start_date || ' (GREENSTREAM_START_DATE)'
-            WHEN NOT is_missing AND (number IS NULL OR NOT isfinite(number))
+            WHEN bad_value
                 THEN 'energy_value ''' || value_text || ''' is not a finite decimal number'
-            WHEN NOT is_missing AND unit IS DISTINCT FROM '{codes.UNIT_WATT}'
-                 AND unit IS DISTINCT FROM '{codes.UNIT_KILOWATT}'
+            WHEN bad_unit
                 THEN 'energy_unit ' || coalesce('''' || energy_unit || '''', 'is missing')
                     || ', expected W or kW'
         END AS detail

@@ -1,8 +1,9 @@
 """One function per asset: build that asset's rows for one UTC day in the warehouse.
 
 The Dagster assets call these and add nothing but metadata and alerts, so the whole pipeline
-can be run and tested without Dagster. Each function stages its rows in temp tables first and
-then swaps the day in one transaction (``warehouse.replace_days``).
+can be run and tested without Dagster. Each function replaces its day in one transaction: most
+stage their rows in temp tables first (``warehouse.replace_days``); the raw rows go straight in
+(``warehouse.replacing_days``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .rules.standardize import STAGED_QUARANTINE, STAGED_STANDARDIZED, standardi
 from .settings import Settings
 from .storage import archive
 from .storage.raw_zone import ACCEPTED, RawZone, Sidecar
-from .storage.warehouse import replace_days
+from .storage.warehouse import replace_days, replacing_days
 
 
 @dataclass
@@ -56,21 +57,23 @@ def build_raw_readings(
     sidecars = zone.sidecars()  # read once: mirrored whole, then filtered for the day
     sync_raw_files(con, sidecars)
     files = [s for s in sidecars if s.status == ACCEPTED and day in s.days]
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE staged_raw_readings AS SELECT * FROM raw_readings LIMIT 0"
-    )
-    for sidecar in files:
-        table = read_meter_csv(zone.data_path(sidecar.source_file)).table
-        rows = landing.placed_file_rows(
-            con, table, sidecar.source_file, sidecar.arrival_time, settings
-        )
-        rows.filter(f"partition_date = DATE '{day.isoformat()}'").insert_into("staged_raw_readings")
-        con.unregister("file_rows")
-    counts = replace_days(con, {"raw_readings": "staged_raw_readings"}, [day])
+    # Straight into the table inside the day's transaction: a staged copy of millions of rows
+    # would cost as much as the insert itself.
+    with replacing_days(con, ["raw_readings"], [day]):
+        for sidecar in files:
+            table = read_meter_csv(zone.data_path(sidecar.source_file)).table
+            placed = landing.placed_file_rows(
+                con, table, sidecar.source_file, sidecar.arrival_time, settings
+            )
+            placed.filter(f"partition_date = DATE '{day.isoformat()}'").insert_into("raw_readings")
+            con.unregister("file_rows")
+        [(rows,)] = con.execute(
+            "SELECT count(*) FROM raw_readings WHERE partition_date = ?", [day]
+        ).fetchall()
     return DayReport(
         day,
         {
-            "rows": counts["raw_readings"],
+            "rows": rows,
             "files": len(files),
             "file_names": [s.original_name for s in files],
         },

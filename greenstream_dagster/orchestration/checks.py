@@ -52,8 +52,10 @@ def validate_day(con, table: str, schema: pa.DataFrameSchema, day: dt.date):
     failures = []
     rows = 0
     con = con.cursor()  # its own result stream, whatever the caller left open
+    # Only the columns the schema looks at: the others would be converted for nothing.
+    columns = ", ".join(f'"{name}"' for name in schema.columns)
     reader = con.sql(
-        f"SELECT * FROM {table} WHERE partition_date = $day", params={"day": day}
+        f"SELECT {columns} FROM {table} WHERE partition_date = $day", params={"day": day}
     ).to_arrow_reader(BATCH_ROWS)
     for batch in reader:
         frame = batch.to_pandas()

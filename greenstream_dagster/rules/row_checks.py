@@ -106,8 +106,9 @@ def checked_rows_sql(source: str, settings: Settings) -> str:
                         AS offset_mins,
                     ts_parts.offset <> '' AS has_offset
                 FROM (
-                    SELECT ts_text, regexp_extract(trim(ts_text), $ts_pattern,
-                                                   ['day', 'clock', 'fraction', 'offset']) AS ts_parts
+                    SELECT ts_text,
+                        regexp_extract(trim(ts_text), $ts_pattern,
+                                       ['day', 'clock', 'fraction', 'offset']) AS ts_parts
                     FROM (SELECT DISTINCT "timestamp" AS ts_text FROM {source})
                 )
             )

@@ -2,6 +2,7 @@
 
 One schema per asset, built from the settings (the kW ceiling is configurable). The Dagster
 checks (``orchestration/checks.py``) run them with ``lazy=True`` and show the failure cases.
+Every column a check reads is declared, since the checks fetch only the declared columns.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def schemas(settings: Settings) -> dict[str, pa.DataFrameSchema]:
                 "had_duplicates": pa.Column(**flag),
                 "interval_minutes": pa.Column("float64", pa.Check.gt(0), nullable=False),
                 "source_line": pa.Column(checks=pa.Check.ge(1), nullable=True),
+                "partition_date": pa.Column(nullable=False),
             },
             checks=[
                 pa.Check(
@@ -115,6 +117,7 @@ def schemas(settings: Settings) -> dict[str, pa.DataFrameSchema]:
                 "meter_id": pa.Column(nullable=False, unique=True),
                 "peak_kw": pa.Column("float64", kw_range, nullable=False),
                 "peak_ts": pa.Column(nullable=False),
+                "partition_date": pa.Column(nullable=False),
             },
             checks=[
                 pa.Check(
@@ -129,6 +132,7 @@ def schemas(settings: Settings) -> dict[str, pa.DataFrameSchema]:
                 "peak_ts": pa.Column(nullable=False),
                 "total_kw": pa.Column("float64", pa.Check.ge(0), nullable=False),
                 "meters_reporting": pa.Column("int32", pa.Check.ge(1), nullable=False),
+                "partition_date": pa.Column(nullable=False),
             },
             checks=[
                 pa.Check(

@@ -130,25 +130,36 @@ def connect(path: Path | str, read_only: bool = False) -> Iterator[duckdb.DuckDB
         con.close()
 
 
+@contextmanager
+def replacing_days(
+    con: duckdb.DuckDBPyConnection, tables: list[str], days: list[dt.date]
+) -> Iterator[None]:
+    """Delete the rows of ``days`` from ``tables`` and let the caller insert the new ones, all
+    in one transaction: readers see the old day or the new one, never a mix, and an error (or a
+    kill) anywhere inside leaves the old rows in place."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in tables:
+            con.execute(f"DELETE FROM {table} WHERE partition_date = ANY(?)", [days])
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 def replace_days(
     con: duckdb.DuckDBPyConnection, outputs: dict[str, str], days: list[dt.date]
 ) -> dict[str, int]:
     """Replace the rows of ``days`` in each target table by the rows of a staged relation.
 
     ``outputs`` maps a warehouse table to the name of a temp table or view holding the new rows
-    (same columns). All tables change in one transaction: readers see the old day or the new
-    one, never a mix, and an error rolls everything back.
+    (same columns); all tables change in one transaction (see ``replacing_days``).
     """
     counts: dict[str, int] = {}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with replacing_days(con, list(outputs), days):
         for table, staged in outputs.items():
-            con.execute(f"DELETE FROM {table} WHERE partition_date = ANY(?)", [days])
             counts[table] = con.execute(
                 f"INSERT INTO {table} BY NAME SELECT * FROM {staged}"
             ).fetchone()[0]
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return counts

@@ -49,9 +49,17 @@ MAX_RECORD_LINES = 100
 RAW_LINE_MAX_CHARS = 300
 # Longest header text quoted back in a rejection reason, so the reason stays one readable line.
 REASON_MAX_CHARS = 300
+# The most a gzip file may inflate to. Deflate packs up to ~1000:1, so a 2 MB upload could
+# otherwise claim gigabytes of memory (a "gzip bomb"). 2 GiB is over ten times a whole day of
+# the 50,000-meter fleet in one file; inflating stops as soon as it is passed.
+MAX_INFLATED_BYTES = 2 * 1024**3
 
 # Bytes scanned per numpy step: small enough to keep the temporary masks in cache.
 _SCAN_CHUNK = 1 << 20
+# Gzip is inflated this much at a time (output), fed this much at a time (input): memory stays
+# within the cap plus about one piece, and no call copies more than one input piece.
+_INFLATE_OUT_CHUNK = 1 << 18
+_INFLATE_IN_CHUNK = 1 << 16
 # Records per block when building a column (see _Records.columns).
 _RECORD_BLOCK = 1 << 19
 # Physical lines decoded at once for csv: bounds the memory of a file where every line needs it.
@@ -92,11 +100,15 @@ class MeterCsv:
     extra_columns: list[str]
 
 
-def read_meter_csv(path: Path) -> MeterCsv:
-    """Read one landed file, plain or gzip, or raise ``RejectedFile`` saying why it is unusable."""
-    content = Path(path).read_bytes()
+def read_meter_csv(path: Path, max_inflated_bytes: int | None = None) -> MeterCsv:
+    """Read one landed file, plain or gzip, or raise ``RejectedFile`` saying why it is unusable.
+
+    A gzip file that inflates beyond ``max_inflated_bytes`` (default ``MAX_INFLATED_BYTES``) is
+    rejected, holding no more than that and one inflated piece in memory."""
+    content: bytes | bytearray = Path(path).read_bytes()
     if content.startswith(GZIP_MAGIC):
-        content = _gunzip(content)
+        cap = MAX_INFLATED_BYTES if max_inflated_bytes is None else max_inflated_bytes
+        content = _gunzip(content, cap)
     body_start = len(UTF8_BOM) if content.startswith(UTF8_BOM) else 0
     _check_text(content, body_start)
 
@@ -136,27 +148,51 @@ def read_meter_csv(path: Path) -> MeterCsv:
 # --- whole-file checks ----------------------------------------------------------------------
 
 
-def _gunzip(data: bytes) -> bytes:
-    """Inflate every gzip member; any damage rejects the file rather than keep part of it."""
-    parts = []
-    rest = data
+def _gunzip(data: bytes, cap: int) -> bytearray:
+    """Inflate every gzip member; any damage rejects the file rather than keep part of it, and
+    so does content beyond ``cap`` bytes in total, found before more than ``cap`` is held."""
+    out = bytearray()
+    view = memoryview(data)
+    start = 0  # where the current member begins in ``data``
     try:
         while True:
             inflater = zlib.decompressobj(wbits=31)
-            parts.append(inflater.decompress(rest))
-            if not inflater.eof:
-                raise RejectedFile(
-                    "corrupt gzip: compressed file ended before the end-of-stream marker "
-                    "was reached"
-                )
-            rest = inflater.unused_data
-            if not rest.strip(b"\x00"):  # zero padding after the last member is allowed by gzip
+            fed = start  # input handed to the inflater so far ends here
+            while not inflater.eof:
+                feed = inflater.unconsumed_tail  # input left over when the output piece was full
+                if not feed:
+                    feed = view[fed : fed + _INFLATE_IN_CHUNK]
+                    fed += len(feed)
+                # One byte past the cap is enough to know the file is too big.
+                piece = inflater.decompress(feed, min(_INFLATE_OUT_CHUNK, cap + 1 - len(out)))
+                if len(out) + len(piece) > cap:
+                    raise RejectedFile(
+                        f"gzip expands beyond {_size_text(cap)} uncompressed, the most one file "
+                        "may hold; split the export into smaller files"
+                    )
+                out += piece
+                if not piece and not feed:
+                    raise RejectedFile(
+                        "corrupt gzip: compressed file ended before the end-of-stream marker "
+                        "was reached"
+                    )
+            start = fed - len(inflater.unused_data)
+            # Zero padding after the last member is allowed by gzip.
+            if data.count(0, start) == len(data) - start:
                 break
-            if not rest.startswith(GZIP_MAGIC):
+            if data[start : start + len(GZIP_MAGIC)] != GZIP_MAGIC:
                 raise RejectedFile("corrupt gzip: unexpected data after the end of the stream")
     except zlib.error as error:
         raise RejectedFile(f"corrupt gzip: {error}") from None
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return out
+
+
+def _size_text(size: int) -> str:
+    """2147483648 -> '2 GiB': a size as an operator would write it."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size:,} bytes"
 
 
 def _check_text(content: bytes, body_start: int) -> None:

@@ -8,16 +8,30 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import struct
 import subprocess
 import sys
+import tracemalloc
+import zlib
 
 import pytest
 
+from greenstream_dagster.landing import land_file
+from greenstream_dagster.rules import meter_csv
 from greenstream_dagster.settings import Settings
 from greenstream_dagster.storage import warehouse
 from greenstream_dagster.storage.raw_zone import ACCEPTED, REJECTED, RawZone
 
-from .helpers import DAY, HEADER, assert_balanced, land_and_run, line_outcome, utc
+from .helpers import (
+    ARRIVAL,
+    DAY,
+    HEADER,
+    assert_balanced,
+    land_and_run,
+    line_outcome,
+    run_days,
+    utc,
+)
 
 T0 = "2026-11-20T00:00:00Z"
 MEGABYTES = 3 * 1024 * 1024
@@ -469,3 +483,80 @@ def test_process_command_lands_every_file_and_goes_on(tmp_path):
         (name, e.reason) for _, name, _, e in CASES if isinstance(e, Rejected)
     )
     assert len(rejections) == len(rejected_files)
+
+
+# --- a gzip bomb --------------------------------------------------------------------------------
+
+BOMB_CAP = 4 * 1024 * 1024  # lowered from 2 GiB for the test; the code path is the same
+BOMB_MIB = 200  # what the bomb inflates to, in MiB of blank lines after one good row
+BOMB_REASON = (
+    "gzip expands beyond 4 MiB uncompressed, the most one file may hold; "
+    "split the export into smaller files"
+)
+
+
+def gzip_bomb(head: bytes, mebibytes: int) -> bytes:
+    """A valid gzip of ``head`` then ``mebibytes`` MiB of blank lines: valid CSV (blank lines are
+    skipped), about 1,000 times smaller than what it inflates to. Built without compressing
+    200 MB: after a full flush deflate forgets what came before, so every MiB of newlines
+    compresses to the same bytes, which are simply repeated."""
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate; the gzip frame is ours
+    block = b"\n" * (1 << 20)
+    first = deflate.compress(head) + deflate.flush(zlib.Z_FULL_FLUSH)
+    repeated = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    end = deflate.flush()
+    crc = zlib.crc32(head)
+    for _ in range(mebibytes):
+        crc = zlib.crc32(block, crc)
+    size = len(head) + mebibytes * len(block)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0
+    trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
+    return header + first + repeated * mebibytes + end + trailer
+
+
+def test_gzip_bomb_is_rejected_in_bounded_memory_and_the_other_files_go_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(meter_csv, "MAX_INFLATED_BYTES", BOMB_CAP)
+    head = csv_bytes("bomb1,2026-11-20T00:00:00Z,1.5,kW")
+    # The recipe makes a real gzip (checked on a small one; the big one only differs in length).
+    assert gzip.decompress(gzip_bomb(head, 2)) == head + b"\n" * (2 << 20)
+    bomb = gzip_bomb(head, BOMB_MIB)
+    assert len(bomb) < 250_000  # 200 MiB inflated
+
+    settings = Settings(home=tmp_path / "home")
+    folder = tmp_path / "in"
+    paths = [
+        write_case(folder, "before.csv", csv_bytes("c1,2026-11-20T00:00:00Z,1.5,kW")),
+        write_case(folder, "bomb.csv.gz", bomb),
+        write_case(
+            folder, "after.csv.gz", gzip.compress(csv_bytes("c2,2026-11-20T00:15:00Z,2.5,kW"))
+        ),
+    ]
+    landed = [land_file(paths[0], settings, arrival=ARRIVAL)]
+    tracemalloc.start()  # after a first landing: what it imports is not the bomb's doing
+    try:
+        held_before = tracemalloc.get_traced_memory()[0]
+        landed.append(land_file(paths[1], settings, arrival=ARRIVAL))
+        held_at_most = tracemalloc.get_traced_memory()[1] - held_before
+    finally:
+        tracemalloc.stop()
+    landed.append(land_file(paths[2], settings, arrival=ARRIVAL))
+    first, rejected, last = (item.sidecar for item in landed)
+    assert (rejected.status, rejected.reason, rejected.days) == (REJECTED, BOMB_REASON, [])
+    assert RawZone(settings.raw_dir).data_path(rejected.source_file).read_bytes() == bomb
+    # Inflating stopped at the cap: never the 200 MiB. What was held: the inflated bytes (at
+    # most the cap, in a buffer that grows by an eighth ahead), a piece being inflated, and
+    # the compressed file itself.
+    bound = BOMB_CAP + BOMB_CAP // 8 + 1024 * 1024
+    assert held_at_most < bound, f"{held_at_most / 2**20:.2f} MiB"
+
+    # The files on either side of it are landed and processed as if it were not there.
+    assert [(s.status, s.days) for s in (first, last)] == [(ACCEPTED, [DAY])] * 2
+    with warehouse.connect(":memory:") as con:
+        run_days(con, settings, [DAY])
+        assert line_outcome(con, first.source_file, 2) == ok("c1", 1.5)
+        assert line_outcome(con, last.source_file, 2) == ok("c2", 2.5, "2026-11-20T00:15:00Z")
+        assert con.execute("SELECT count(*) FROM raw_readings").fetchone() == (2,)
+        assert con.execute(
+            "SELECT original_name, reason FROM raw_files WHERE status = 'rejected'"
+        ).fetchall() == [("bomb.csv.gz", BOMB_REASON)]
+        assert_balanced(con, [DAY])

@@ -538,6 +538,76 @@ def test_gzip_padding_with_zeros_is_accepted(tmp_path):
     assert read(tmp_path, gzip.compress(content) + b"\x00" * 16).table.to_pylist() == expected
 
 
+# --- the inflated-size cap (a gzip bomb) ----------------------------------------------------
+
+
+@pytest.fixture(params=["tiny pieces", "default pieces"])
+def pieces(request, monkeypatch):
+    """Inflate a few bytes at a time too, so that every piece boundary is crossed."""
+    if request.param == "tiny pieces":
+        monkeypatch.setattr(meter_csv, "_INFLATE_OUT_CHUNK", 7)
+        monkeypatch.setattr(meter_csv, "_INFLATE_IN_CHUNK", 5)
+
+
+def read_capped(tmp_path, content: bytes, cap: int) -> MeterCsv:
+    path = tmp_path / "readings.csv.gz"
+    path.write_bytes(content)
+    return read_meter_csv(path, max_inflated_bytes=cap)
+
+
+def beyond(cap_text: str) -> str:
+    return (
+        f"gzip expands beyond {cap_text} uncompressed, the most one file may hold; "
+        "split the export into smaller files"
+    )
+
+
+CAP_CASES = {
+    # name: (members, cap minus the inflated size, rejection reason or None)
+    "one member, exactly the cap": (1, 0, None),
+    "one member, one byte over": (1, -1, "{cap:,} bytes"),
+    "two members, together exactly the cap": (2, 0, None),
+    "two members, each under, together over": (2, -1, "{cap:,} bytes"),
+}
+
+
+@pytest.mark.parametrize("case", list(CAP_CASES))
+def test_gzip_inflated_size_cap(tmp_path, pieces, case):
+    members, slack, reason = CAP_CASES[case]
+    first, second = lines(HEADER, f"M1,{TS},1.5,kW"), lines(f"M2,{TS},250,W")
+    if members == 1:
+        content, size = gzip.compress(first + second), len(first + second)
+    else:
+        content, size = gzip.compress(first) + gzip.compress(second), len(first + second)
+    cap = size + slack
+    if reason is None:
+        rows = read_capped(tmp_path, content + b"\x00" * 4, cap).table.to_pylist()
+        assert rows == [row(2, "M1", TS, "1.5", "kW"), row(3, "M2", TS, "250", "W")]
+    else:
+        with pytest.raises(RejectedFile) as caught:
+            read_capped(tmp_path, content, cap)
+        assert caught.value.reason == beyond(reason.format(cap=cap))
+
+
+def test_gzip_cap_checks_still_find_damage(tmp_path, pieces):
+    """Read in pieces, a damaged or cut stream is still refused with zlib's words."""
+    for case in ("truncated gzip", "gzip with a wrong checksum", "gzip with trailing garbage"):
+        content, reason = REJECTED_GZIP[case]
+        with pytest.raises(RejectedFile) as caught:
+            read_capped(tmp_path, content, 1 << 30)
+        assert caught.value.reason == reason, case
+
+
+def test_default_cap_and_how_a_reason_spells_sizes():
+    assert meter_csv.MAX_INFLATED_BYTES == 2 * 1024**3
+    assert [meter_csv._size_text(n) for n in (2 * 1024**3, 4 << 20, 1536 << 10, 1000)] == [
+        "2 GiB",
+        "4 MiB",
+        "1536 KiB",
+        "1,000 bytes",
+    ]
+
+
 # --- agreement with a plain reference reader ----------------------------------------------------
 
 _LONE_CR = re.compile("\r(?!\n)")

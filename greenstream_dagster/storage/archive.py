@@ -55,7 +55,6 @@ def staging_dir(archive_dir: Path) -> Path:
 def write_day(con: duckdb.DuckDBPyConnection, archive_dir: Path, day: dt.date) -> ArchivedDay:
     """Export ``day`` of ``standardized_readings`` and swap it in atomically."""
     target = day_path(archive_dir, day)
-    target.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_dir(archive_dir)
     staging.mkdir(parents=True, exist_ok=True)
     for stale in staging.glob(f"{day.isoformat()}-*.tmp"):  # left by a run that died writing
@@ -71,6 +70,9 @@ def write_day(con: duckdb.DuckDBPyConnection, archive_dir: Path, day: dt.date) -
         )
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
+        # The day's folder appears only with its file: a write that failed (a full disk) leaves
+        # a day never archived before without even an empty partition.
+        target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
         _fsync_dir(target.parent)  # the rename itself survives a power loss
     finally:

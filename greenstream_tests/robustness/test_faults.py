@@ -418,6 +418,109 @@ def test_archive_write_failing_leaves_nothing_partial_and_fails_the_run(tmp_path
     assert archive.count_rows(home / "archive" / "readings", DAY) == len(clean_meters(home)) == 2
 
 
+# --- the disk filling up during the archive write ---------------------------------------------
+
+# ``greenstream process`` (with short retry delays) on a disk that is full for the archive: while
+# the day's Parquet file is written the process may write files of at most LIMIT bytes
+# (RLIMIT_FSIZE, the kernel's own file-size quota), so the write really fails half way, with
+# EFBIG. The quota is set for that write only, as the warehouse file written before it is
+# larger than the day's Parquet file; every retry of the step meets the full disk again. (A
+# small tmpfs would give ENOSPC, but mounting one needs root or a user namespace, which CI
+# runners often forbid; a file-size quota works for any user.)
+DISK_FULL_CLI = r"""
+import itertools, resource, signal, sys
+import dagster as dg
+import dagster._utils.backoff as backoff
+backoff.exponential_delay_generator = lambda *a, **k: itertools.repeat(0.01)
+policy = dg.RetryPolicy
+dg.RetryPolicy = lambda **kwargs: policy(**{**kwargs, "delay": 0.05})
+from greenstream_dagster.storage import archive
+
+LIMIT = int(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the quota a write fails, nothing is killed
+write_day = archive.write_day
+
+
+def write_day_on_a_full_disk(*args, **kwargs):
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, hard))
+    try:
+        return write_day(*args, **kwargs)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+archive.write_day = write_day_on_a_full_disk
+from greenstream_dagster.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+FULL_AT_BYTES = 2048
+
+
+def files_under(folder: Path) -> list[str]:
+    """Every file and folder below ``folder`` (hidden ones included), relative to it."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+
+
+@pytest.mark.parametrize("previous", ["day archived before", "first archive of the day"])
+def test_disk_full_during_the_archive_write_fails_the_run_and_keeps_the_previous_day(
+    homes, previous
+):
+    home = homes.copy_with_correction("disk_full_" + previous.split()[0])
+    readings = home / "archive" / "readings"
+    if previous == "first archive of the day":
+        shutil.rmtree(home / "archive")
+        kept = []
+        before = None
+    else:
+        kept = files_under(readings)
+        assert kept == [f"date={DAY}", f"date={DAY}/{archive.FILE_NAME}"]
+        before = archive.day_path(readings, DAY).read_bytes()
+    new_size = archive.day_path(homes.root / "reference" / "archive" / "readings", DAY).stat()
+    assert new_size.st_size > 4 * FULL_AT_BYTES  # the write fails well after it began
+
+    done = subprocess.run(
+        [sys.executable, "-c", DISK_FULL_CLI, str(FULL_AT_BYTES), "process", str(homes.correction)],
+        env=cli_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr[-3000:]
+    assert "day 2026-11-20: FAILED" in done.stdout
+    assert "failed: parquet_archive" in done.stdout
+    assert "File too large" in done.stderr  # the kernel refused the write: EFBIG
+    assert "Traceback" not in done.stderr
+    failed = [a for a in alerts(home) if a["kind"] == "run_failed"]
+    assert len(failed) == 1 and "parquet_archive" in failed[0]["message"]
+
+    # The warehouse holds the new day (its transaction committed before the archive step); the
+    # archive still holds exactly what it held, and nothing half written is anywhere.
+    state = snapshot(home)
+    assert state["standardized_readings"] == homes.new["standardized_readings"]
+    assert files_under(readings) == kept
+    if before is None:
+        assert state["archive"] is None
+    else:
+        assert archive.day_path(readings, DAY).read_bytes() == before
+        assert state["archive"] == homes.old["archive"]
+    assert files_under(archive.staging_dir(readings)) == []
+
+    # Space again: the same command succeeds and gives what an uninterrupted run gives.
+    again = subprocess.run(
+        [sys.executable, "-m", "greenstream_dagster.cli", "process", str(homes.correction)],
+        env=cli_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr[-3000:]
+    assert "day 2026-11-20: OK" in again.stdout
+    assert snapshot(home) == homes.new
+    assert files_under(readings) == [f"date={DAY}", f"date={DAY}/{archive.FILE_NAME}"]
+    assert files_under(archive.staging_dir(readings)) == []
+
+
 # --- outputs that drifted apart -----------------------------------------------------------------
 
 

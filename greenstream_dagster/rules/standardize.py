@@ -68,42 +68,43 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     )
 
     # Step 4: one version per meter and UTC timestamp. Latest arrival, then latest line wins,
-    # but a version with a value always beats one without.
+    # but a version with a value always beats one without. Duplicates are rare: only the keys
+    # with several versions are ranked (``day_versions``); every other valid row survives as is.
     run(
         con,
         """CREATE OR REPLACE TEMP TABLE day_versions AS
-        WITH valid AS (SELECT * FROM day_checked WHERE early_reason IS NULL),
-        -- Duplicates are rare: rank only the keys that have several versions.
-        repeated AS (
-            SELECT meter_key, reading_ts, count(*) AS versions FROM valid
-            GROUP BY ALL HAVING count(*) > 1
-        ),
-        ranked AS (
-            SELECT valid.*, repeated.versions,
-                row_number() OVER version_order AS version_rank,
-                first_value(file_no) OVER version_order AS winner_file_no,
-                first_value(source_line) OVER version_order AS winner_line
-            FROM valid JOIN repeated USING (meter_key, reading_ts)
-            WINDOW version_order AS (PARTITION BY meter_key, reading_ts
-                ORDER BY value IS NOT NULL DESC, file_no DESC, source_line DESC)
+        WITH repeated AS (
+            SELECT meter_key, reading_ts, count(*) AS versions FROM day_checked
+            WHERE early_reason IS NULL GROUP BY ALL HAVING count(*) > 1
         )
-        SELECT * FROM ranked
-        UNION ALL BY NAME
-        SELECT valid.*, 1 AS versions, 1 AS version_rank, NULL AS winner_file_no,
-            NULL AS winner_line
-        FROM valid ANTI JOIN repeated USING (meter_key, reading_ts)""",
+        SELECT c.*, repeated.versions,
+            row_number() OVER version_order AS version_rank,
+            first_value(file_no) OVER version_order AS winner_file_no,
+            first_value(source_line) OVER version_order AS winner_line
+        FROM day_checked c JOIN repeated USING (meter_key, reading_ts)
+        WHERE c.early_reason IS NULL
+        WINDOW version_order AS (PARTITION BY meter_key, reading_ts
+            ORDER BY value IS NOT NULL DESC, file_no DESC, source_line DESC)""",
     )
 
     # Steps 5 and 6: kW, then the range.
     run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE day_survivors AS
-        WITH converted AS (
-            SELECT *,
+        WITH winners AS (
+            SELECT * EXCLUDE (version_rank, winner_file_no, winner_line) FROM day_versions
+            WHERE version_rank = 1
+            UNION ALL BY NAME
+            SELECT c.*, 1 AS versions FROM day_checked c
+            ANTI JOIN day_versions v USING (meter_key, reading_ts)
+            WHERE c.early_reason IS NULL
+        ),
+        converted AS (
+            SELECT meter_key, reading_ts, file_no, source_line, value, unit,
                 CASE WHEN unit = '{codes.UNIT_WATT}' THEN value / 1000 ELSE value END AS kw,
                 value IS NOT NULL AND unit = '{codes.UNIT_WATT}' AS unit_converted,
                 versions > 1 AS had_duplicates
-            FROM day_versions WHERE version_rank = 1
+            FROM winners
         )
         SELECT *,
             CASE WHEN kw < 0 THEN '{codes.NEGATIVE_VALUE}'
@@ -134,9 +135,10 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
             SELECT *,
                 count(kw) OVER w AS n, avg(kw) OVER w AS mean, stddev_samp(kw) OVER w AS sd
             FROM population
-            WINDOW w AS (PARTITION BY meter_key ORDER BY reading_ts
-                RANGE BETWEEN INTERVAL '{window} microseconds' PRECEDING AND CURRENT ROW
-                EXCLUDE CURRENT ROW)
+            -- ordered by the integer microseconds: a RANGE frame over an integer is found
+            -- faster than one over a timestamp and an interval
+            WINDOW w AS (PARTITION BY meter_key ORDER BY epoch_us(reading_ts)
+                RANGE BETWEEN {window} PRECEDING AND CURRENT ROW EXCLUDE CURRENT ROW)
         )
         SELECT meter_key, reading_ts, n, mean, sd, (kw - mean) / sd AS z
         FROM stats
@@ -158,25 +160,32 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
           AND reason IN {sql_list(codes.READING_REJECTED_REASONS)}""",
         p,
     )
+    # One sorted pass gives every surviving reading the one before it (the day before's
+    # included): the spacings that decide the interval, and the gaps to fill in. Today's rows
+    # carry what the later steps need, so nothing has to be joined back or sorted again.
+    run(
+        con,
+        """CREATE OR REPLACE TEMP TABLE day_spaced AS
+        WITH stamps AS (
+            SELECT meter_key, reading_ts, TRUE AS is_today, kw, range_reason, unit_converted,
+                had_duplicates, file_no, source_line
+            FROM day_survivors
+            -- the day before's stamps are on another day: no overlap, no DISTINCT needed
+            UNION ALL BY NAME
+            SELECT meter_key, reading_ts, FALSE AS is_today FROM prev_survivors
+            SEMI JOIN day_survivors USING (meter_key)
+        )
+        SELECT *, lag(reading_ts) OVER (PARTITION BY meter_key ORDER BY reading_ts) AS prev_ts
+        FROM stamps""",
+    )
     run(
         con,
         """CREATE OR REPLACE TEMP TABLE meter_intervals AS
-        WITH stamps AS (
-            SELECT meter_key, reading_ts FROM day_survivors
-            -- the day before's stamps are on another day: no overlap, no DISTINCT needed
-            UNION ALL
-            SELECT meter_key, reading_ts FROM prev_survivors
-            SEMI JOIN day_survivors USING (meter_key)
-        ),
-        spacings AS (
-            SELECT meter_key,
-                epoch(reading_ts - lag(reading_ts) OVER (PARTITION BY meter_key
-                    ORDER BY reading_ts)) / 60 AS minutes
-            FROM stamps
-        ),
-        counted AS (
-            SELECT meter_key, minutes, count(*) AS times FROM spacings
-            WHERE minutes IS NOT NULL GROUP BY ALL
+        WITH counted AS (
+            -- integer microseconds: epoch() of an interval costs several times more
+            SELECT meter_key, (epoch_us(reading_ts) - epoch_us(prev_ts)) / 1000000 / 60 AS minutes,
+                count(*) AS times
+            FROM day_spaced WHERE prev_ts IS NOT NULL GROUP BY ALL
         ),
         modes AS (
             SELECT meter_key, arg_min(minutes, (-times, minutes)) AS interval_minutes
@@ -195,36 +204,27 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     run(
         con,
         """CREATE OR REPLACE TEMP TABLE day_intervals AS
-        WITH readings AS (
-            SELECT s.meter_key, s.reading_ts,
+        WITH spaced AS (
+            SELECT s.meter_key, s.reading_ts, s.prev_ts,
                 CASE WHEN s.range_reason IS NULL AND z.meter_key IS NULL THEN s.kw END AS kw,
                 s.range_reason IS NOT NULL OR z.meter_key IS NOT NULL AS rejected,
-                s.unit_converted, s.had_duplicates, s.file_no, s.source_line, TRUE AS is_today
-            FROM day_survivors s
+                s.unit_converted, s.had_duplicates, s.file_no, s.source_line,
+                i.interval_minutes, CAST(i.interval_minutes * 60e6 AS BIGINT) AS step_us
+            FROM day_spaced s
+            JOIN meter_intervals i USING (meter_key)
             LEFT JOIN day_zscores z USING (meter_key, reading_ts)
-            UNION ALL
-            SELECT p.meter_key, max(p.reading_ts), NULL, NULL, NULL, NULL, NULL, NULL, FALSE
-            FROM prev_survivors p SEMI JOIN meter_intervals USING (meter_key)
-            GROUP BY p.meter_key
-        ),
-        spaced AS (
-            SELECT readings.*, interval_minutes,
-                lag(reading_ts) OVER (PARTITION BY meter_key ORDER BY reading_ts) AS prev_ts
-            FROM readings JOIN meter_intervals USING (meter_key)
+            WHERE s.is_today
         ),
         gaps AS (
             SELECT meter_key, interval_minutes,
-                unnest(range(prev_ts + to_microseconds(CAST(interval_minutes * 60e6 AS BIGINT)),
-                             reading_ts,
-                             to_microseconds(CAST(interval_minutes * 60e6 AS BIGINT))))
-                    AS reading_ts
+                unnest(range(prev_ts + to_microseconds(step_us), reading_ts,
+                             to_microseconds(step_us))) AS reading_ts
             FROM spaced
-            WHERE is_today AND prev_ts IS NOT NULL
-              AND reading_ts - prev_ts > to_microseconds(CAST(interval_minutes * 60e6 AS BIGINT))
+            WHERE prev_ts IS NOT NULL AND epoch_us(reading_ts) - epoch_us(prev_ts) > step_us
         )
         SELECT meter_key, reading_ts, kw, rejected, unit_converted, had_duplicates,
             file_no, source_line, interval_minutes, FALSE AS absent
-        FROM spaced WHERE is_today
+        FROM spaced
         UNION ALL
         SELECT meter_key, reading_ts, NULL, FALSE, FALSE, FALSE, NULL, NULL,
             interval_minutes, TRUE

@@ -58,7 +58,7 @@ def validate_day(con, table: str, schema: pa.DataFrameSchema, day: dt.date):
         f"SELECT {columns} FROM {table} WHERE partition_date = $day", params={"day": day}
     ).to_arrow_reader(BATCH_ROWS)
     for batch in reader:
-        frame = batch.to_pandas()
+        frame = batch.to_pandas(date_as_object=False)  # a date column as datetime64, not objects
         rows += len(frame)
         try:
             per_batch.validate(frame, lazy=True)

@@ -57,14 +57,15 @@ def build_raw_readings(
     sidecars = zone.sidecars()  # read once: mirrored whole, then filtered for the day
     sync_raw_files(con, sidecars)
     files = [s for s in sidecars if s.status == ACCEPTED and day in s.days]
-    # Straight into the table inside the day's transaction: a staged copy of millions of rows
-    # would cost as much as the insert itself.
+    # Every file's rows in one insert, straight into the table inside the day's transaction:
+    # a staged copy of millions of rows would cost as much as the insert itself.
     with replacing_days(con, ["raw_readings"], [day]):
-        for sidecar in files:
-            table = read_meter_csv(zone.data_path(sidecar.source_file)).table
-            placed = landing.placed_file_rows(
-                con, table, sidecar.source_file, sidecar.arrival_time, settings
-            )
+        if files:
+            tables = [
+                (read_meter_csv(zone.data_path(s.source_file)).table, s.source_file, s.arrival_time)
+                for s in files
+            ]
+            placed = landing.placed_rows(con, tables, settings)
             placed.filter(f"partition_date = DATE '{day.isoformat()}'").insert_into("raw_readings")
             con.unregister("file_rows")
         [(rows,)] = con.execute(

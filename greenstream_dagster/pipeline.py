@@ -91,14 +91,21 @@ def build_standardized(
         {"standardized_readings": STAGED_STANDARDIZED, "quarantine": STAGED_QUARANTINE},
         [day],
     )
+    # Counted in the warehouse: the staged clean rows are a view, computed once by the insert.
+    day_filter = {"day": day}
     quality = dict(
-        con.execute(f"SELECT quality, count(*) FROM {STAGED_STANDARDIZED} GROUP BY ALL").fetchall()
+        con.execute(
+            """SELECT quality, count(*) FROM standardized_readings
+               WHERE partition_date = $day GROUP BY ALL""",
+            day_filter,
+        ).fetchall()
     )
-    flags = con.execute(
-        f"""SELECT count(*) FILTER (WHERE unit_converted), count(*) FILTER (WHERE had_duplicates),
-                   count(DISTINCT meter_id)
-            FROM {STAGED_STANDARDIZED}"""
-    ).fetchone()
+    [flags] = con.execute(
+        """SELECT count(*) FILTER (WHERE unit_converted), count(*) FILTER (WHERE had_duplicates),
+                  count(DISTINCT meter_id)
+           FROM standardized_readings WHERE partition_date = $day""",
+        day_filter,
+    ).fetchall()
     reasons = dict(
         con.execute(
             f"SELECT reason, count(*) FROM {STAGED_QUARANTINE} GROUP BY ALL ORDER BY 2 DESC"

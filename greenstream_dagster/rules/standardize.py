@@ -4,8 +4,9 @@ Input: the day's rows in ``raw_readings`` (and ``raw_files`` for each file's arr
 the rules need from the day before: its clean rows and its quarantined readings (the z-score's
 trailing window, the meter's interval, the gap and the forward fill across midnight).
 
-Output: two temp tables, ``staged_standardized`` and ``staged_quarantine``, with the columns of
-the warehouse tables of the same name, ready for ``warehouse.replace_days``. Every raw row of the
+Output: ``staged_standardized`` (a temp view over the staged steps) and ``staged_quarantine``
+(a temp table), with the columns of the warehouse tables of the same name, ready for
+``warehouse.replace_days``. Every raw row of the
 day lands in exactly one of them (quarantine, or a clean row that carries its source_line).
 """
 
@@ -222,14 +223,19 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
             FROM spaced
             WHERE prev_ts IS NOT NULL AND epoch_us(reading_ts) - epoch_us(prev_ts) > step_us
         )
-        SELECT meter_key, reading_ts, kw, rejected, unit_converted, had_duplicates,
-            file_no, source_line, interval_minutes, FALSE AS absent
-        FROM spaced
-        UNION ALL
-        SELECT meter_key, reading_ts, NULL, FALSE, FALSE, FALSE, NULL, NULL,
-            interval_minutes, TRUE
-        FROM gaps
+        SELECT *, reading_ts >= CAST($day AS TIMESTAMPTZ) AS in_day,
+            CAST($day AS DATE) AS partition_date
+        FROM (
+            SELECT meter_key, reading_ts, kw, rejected, unit_converted, had_duplicates,
+                file_no, source_line, interval_minutes, FALSE AS absent
+            FROM spaced
+            UNION ALL
+            SELECT meter_key, reading_ts, NULL, FALSE, FALSE, FALSE, NULL, NULL,
+                interval_minutes, TRUE
+            FROM gaps
+        )
         """,
+        p,
     )
 
     # Forward fill: a run of consecutive missing intervals shorter than the limit in total,
@@ -238,7 +244,7 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     # reading before it (its anchor), found with an ASOF join: only missing rows are grouped.
     run(
         con,
-        f"""CREATE OR REPLACE TEMP TABLE {STAGED_STANDARDIZED} AS
+        f"""CREATE OR REPLACE TEMP TABLE day_fill AS
         WITH prev_tail AS (
             -- the day before's clean rows from its last measured reading on: they open the run
             SELECT p.meter_id AS meter_key, p.reading_ts, p.kw,
@@ -273,6 +279,16 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
                 a.anchor_kw
             FROM anchored a JOIN meter_intervals i USING (meter_key)
         )
+        SELECT * FROM decided
+        """,
+        p,
+    )
+
+    # The clean rows are a view: the warehouse insert computes them once, with no staged copy
+    # of millions of rows in between.
+    run(
+        con,
+        f"""CREATE OR REPLACE TEMP VIEW {STAGED_STANDARDIZED} AS
         SELECT i.meter_key AS meter_id, i.reading_ts,
             CASE WHEN i.kw IS NOT NULL THEN i.kw WHEN d.fillable THEN d.anchor_kw END AS kw,
             CASE WHEN i.kw IS NOT NULL THEN '{codes.QUALITY_MEASURED}'
@@ -285,14 +301,13 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
             i.interval_minutes,
             CASE WHEN NOT i.rejected THEN files.source_file END AS source_file,
             CASE WHEN NOT i.rejected THEN i.source_line END AS source_line,
-            CAST($day AS DATE) AS partition_date
+            i.partition_date
         FROM day_intervals i
         LEFT JOIN day_files files USING (file_no)
-        LEFT JOIN decided d ON i.kw IS NULL AND d.meter_key = i.meter_key
+        LEFT JOIN day_fill d ON i.kw IS NULL AND d.meter_key = i.meter_key
             AND d.reading_ts = i.reading_ts
-        WHERE i.reading_ts >= CAST($day AS TIMESTAMPTZ)
+        WHERE i.in_day
         """,
-        p,
     )
 
     _stage_quarantine(con, p)

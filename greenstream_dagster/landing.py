@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from .rules.meter_csv import RejectedFile, read_meter_csv
-from .rules.row_checks import bind, parameters, placed_rows_sql
+from .rules.row_checks import bind, parameters, placed_days_sql, placed_rows_sql
 from .settings import Settings
 from .storage.raw_zone import ACCEPTED, REJECTED, RawZone, Sidecar
 
@@ -108,10 +108,13 @@ def placed_rows(
 def file_days(table: pa.Table, arrival: dt.datetime, settings: Settings) -> list[dt.date]:
     """The UTC days the file's rows belong to (DESIGN.md section 2, day placement)."""
     con = _scratch_connection()
+    con.register("file_rows", table)
     try:
-        rows = placed_file_rows(con, table, "", arrival, settings)
-        days = rows.project("partition_date").distinct().order("partition_date")
-        return [d for (d,) in days.fetchall()]
+        source = "(SELECT *, CAST($arrival AS TIMESTAMPTZ) AS arrival_time FROM file_rows)"
+        sql = placed_days_sql(source, settings)
+        params = {**parameters(settings), "arrival": arrival}
+        [(days,)] = con.execute(sql, bind(sql, params)).fetchall()
+        return days or []
     finally:
         con.unregister("file_rows")
 

@@ -80,6 +80,9 @@ def checked_rows_sql(source: str, settings: Settings) -> str:
         -- A day's rows share a few hundred distinct timestamp texts: each is parsed once here
         -- and joined back, instead of running the pattern on millions of rows.
         SELECT ts_text, reading_ts, has_offset,
+            -- the UTC day and the microseconds, per distinct text: the zone-aware cast to a
+            -- date is the slowest part of the whole check when done on every row
+            CAST(reading_ts AS DATE) AS ts_day, epoch_us(reading_ts) AS ts_us,
             CASE WHEN NOT has_offset AND reading_ts IS NOT NULL THEN {dst_problem} END
                 AS dst_problem,
             reading_ts < CAST(CAST($start_date AS DATE) AS TIMESTAMPTZ) AS before_start
@@ -119,7 +122,8 @@ def checked_rows_sql(source: str, settings: Settings) -> str:
             nullif(trim(src.meter_id), '') AS meter_key,
             trim(src.energy_value) AS value_text,
             upper(trim(src.energy_unit)) AS unit,
-            stamps.reading_ts, stamps.dst_problem, stamps.before_start,
+            stamps.reading_ts, stamps.ts_day, stamps.ts_us, stamps.dst_problem,
+            stamps.before_start,
             value_text IS NULL OR value_text IN {sql_list(codes.MISSING_MARKERS)} AS is_missing,
             CASE WHEN regexp_full_match(value_text, $number_pattern)
                  THEN TRY_CAST(value_text AS DOUBLE) END AS number
@@ -128,20 +132,21 @@ def checked_rows_sql(source: str, settings: Settings) -> str:
     judged AS (
         SELECT *,
             -- each condition once, shared by the row's day, its reason and its detail
-            reading_ts > arrival_time
-                + to_microseconds(CAST($future_minutes * 60000000 AS BIGINT)) AS is_future,
+            ts_us > epoch_us(arrival_time) + CAST($future_minutes * 60000000 AS BIGINT)
+                AS is_future,
             NOT is_missing AND (number IS NULL OR NOT isfinite(number)) AS bad_value,
             NOT is_missing AND unit IS DISTINCT FROM '{codes.UNIT_WATT}'
                 AND unit IS DISTINCT FROM '{codes.UNIT_KILOWATT}' AS bad_unit
         FROM located
     )
-    SELECT * EXCLUDE (number, dst_problem, is_future, before_start, bad_value, bad_unit),
+    SELECT * EXCLUDE (number, ts_day, ts_us, dst_problem, is_future, before_start, bad_value,
+                      bad_unit),
         CASE WHEN is_missing THEN NULL ELSE number END AS value,
         -- The UTC day the row's own timestamp places it on, whatever else is wrong with the
         -- row; NULL when the row is malformed or its timestamp is unreadable, ambiguous,
         -- in the future or before the first day.
         CASE WHEN raw_line IS NULL AND dst_problem IS NULL AND NOT is_future
-              AND NOT before_start THEN CAST(reading_ts AS DATE) END AS reading_day,
+              AND NOT before_start THEN ts_day END AS reading_day,
         CASE
             WHEN raw_line IS NOT NULL THEN '{codes.MALFORMED_ROW}'
             WHEN meter_key IS NULL THEN '{codes.MISSING_METER_ID}'
@@ -193,4 +198,26 @@ def placed_rows_sql(source: str, settings: Settings) -> str:
     )
     SELECT checked.*, coalesce(reading_day, first_days.first_day) AS partition_date
     FROM checked JOIN first_days USING (source_file)
+    """
+
+
+def placed_days_sql(source: str, settings: Settings) -> str:
+    """SQL giving, in one row, the sorted UTC days ``placed_rows_sql`` puts the rows of
+    ``source`` (one file) on: each row's own day, plus the file's first day when some row has
+    none. An aggregate, so nothing is materialised and no detail text is built: landing only
+    needs the days."""
+    return f"""
+    SELECT list_sort(list_distinct(
+        list(reading_day) FILTER (WHERE reading_day IS NOT NULL)
+        || CASE WHEN bool_or(reading_day IS NULL)
+                THEN [coalesce(min(reading_day) FILTER (WHERE has_valid),
+                               CAST(min(arrival) AS DATE))]
+                ELSE [] END)) AS days
+    FROM (
+        -- a handful of groups: the days, and NULL for the rows without one
+        SELECT reading_day, bool_or(early_reason IS NULL) AS has_valid,
+            min(arrival_time) AS arrival
+        FROM ({checked_rows_sql(source, settings)})
+        GROUP BY reading_day
+    )
     """

@@ -8,12 +8,24 @@ interact) so that the module stays fast; each case is still its own test.
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
+from pathlib import Path
 
 import pytest
 
+from greenstream_dagster import landing
+from greenstream_dagster.rules.meter_csv import read_meter_csv
 from greenstream_dagster.settings import Settings
 from greenstream_dagster.storage import warehouse
-from greenstream_tests.support import clean_rows, land_rows, raw_days, run_day, utc
+from greenstream_tests.support import (
+    DEFAULT_ARRIVAL,
+    HEADER,
+    clean_rows,
+    land_rows,
+    raw_days,
+    run_day,
+    utc,
+)
 
 D = dt.date(2026, 11, 20)
 D_BEFORE = D - dt.timedelta(days=1)
@@ -332,3 +344,76 @@ def test_file_without_valid_rows_goes_to_its_arrival_day(con):
         run_day(con, day, faults=False, peaks=False)
     reasons = con.execute("SELECT source_line, reason FROM quarantine ORDER BY 1").fetchall()
     assert reasons == [(2, "invalid_timestamp"), (3, "malformed_row"), (4, "invalid_value")]
+
+
+def landing_days(lines: list, arrival: dt.datetime, settings: Settings) -> list[dt.date]:
+    """The days a file's sidecar records when it lands (``landing.file_days``, an aggregate)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "f.csv"
+        text = [line if isinstance(line, str) else ",".join(line) for line in lines]
+        path.write_text("\n".join([HEADER, *text]) + "\n", encoding="utf-8")
+        return landing.file_days(read_meter_csv(path).table, arrival, settings)
+
+
+@pytest.mark.parametrize(
+    ("lines", "arrival", "settings", "expected"),
+    [
+        pytest.param(
+            [
+                ("m1", "2026-11-21T00:00:00Z", "1.0", "kW"),
+                ("m1", "2026-11-20T00:30:00+01:00", "1.0", "kW"),
+                "m1,2026-11-21T00:15:00Z,1.0",
+                ("m1", "not a time", "1.0", "kW"),
+                ("", "2026-11-21T00:15:00Z", "1.0", "kW"),
+                ("m1", "2026-11-20T00:00:00Z", "abc", "kW"),
+            ],
+            utc("2026-11-25 00:00"),
+            Settings(),
+            [dt.date(2026, 11, 19), dt.date(2026, 11, 20), dt.date(2026, 11, 21)],
+            id="rows without a day join the first valid day",
+        ),
+        pytest.param(
+            [
+                ("m1", "2026-10-26 12:00:00", "1.0", "kW"),
+                ("m1", "2026-10-25 02:30:00", "1.0", "kW"),
+                ("m1", "2026-03-29 02:30:00", "1.0", "kW"),
+            ],
+            DEFAULT_ARRIVAL,
+            AMSTERDAM,
+            [dt.date(2026, 10, 26)],
+            id="dst rows",
+        ),
+        pytest.param(
+            [
+                ("m1", "not a time", "1.0", "kW"),
+                "only,two",
+                ("m1", "2026-11-21T00:00:00Z", "abc", "kW"),
+            ],
+            utc("2026-11-22 10:00"),
+            Settings(),
+            [dt.date(2026, 11, 21), dt.date(2026, 11, 22)],
+            id="no valid row: the arrival day",
+        ),
+        pytest.param(
+            [("m1", "2026-11-20T00:00:00Z", "1.0", "kW"), ("m1", "2026-11-21T05:00:00Z", "1", "W")],
+            utc("2026-11-21 03:00"),
+            Settings(),
+            [dt.date(2026, 11, 20)],
+            id="a future row joins the first day",
+        ),
+        pytest.param(
+            [("m1", "2020-01-01T00:00:00Z", "1.0", "kW"), ("m1", "2026-11-20T00:00:00Z", "1", "W")],
+            utc("2026-11-21 03:00"),
+            Settings(start_date="2026-01-01"),
+            [dt.date(2026, 11, 20)],
+            id="a row before the first day joins the file's first day",
+        ),
+    ],
+)
+def test_landing_days_are_the_days_rows_are_placed_on(lines, arrival, settings, expected):
+    """Landing learns a file's days with one aggregate, not by placing every row: both must
+    name the same days (section 2's placement), or a run would miss rows or start for none."""
+    with warehouse.connect(":memory:") as con:
+        placed = land_rows(con, "f", lines, arrival, settings)
+    assert placed == expected
+    assert landing_days(lines, arrival, settings) == expected

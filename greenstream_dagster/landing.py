@@ -46,7 +46,7 @@ def land_file(
         arrival = arrival or dt.datetime.now(dt.UTC)
         size = zone.data_path(sha).stat().st_size
         try:
-            table = read_meter_csv(zone.data_path(sha)).table
+            table = read_meter_csv(zone.data_path(sha), settings.max_inflated_bytes).table
             sidecar = Sidecar(
                 sha, path.name, size, arrival, ACCEPTED, file_days(table, arrival, settings)
             )

@@ -61,8 +61,13 @@ def build_raw_readings(
     # a staged copy of millions of rows would cost as much as the insert itself.
     with replacing_days(con, ["raw_readings"], [day]):
         if files:
+            cap = settings.max_inflated_bytes
             tables = [
-                (read_meter_csv(zone.data_path(s.source_file)).table, s.source_file, s.arrival_time)
+                (
+                    read_meter_csv(zone.data_path(s.source_file), cap).table,
+                    s.source_file,
+                    s.arrival_time,
+                )
                 for s in files
             ]
             placed = landing.placed_rows(con, tables, settings)

@@ -108,6 +108,11 @@ SETTINGS = {
         "1500MB",
         "DuckDB's memory limit for the pipeline; larger work spills to disk",
     ),
+    "max_inflated_mib": Setting(
+        "GREENSTREAM_MAX_INFLATED_MIB",
+        "2048",
+        "a gzip file that inflates beyond this many MiB is rejected (a gzip bomb)",
+    ),
     "reprocess_days_after": Setting(
         "GREENSTREAM_REPROCESS_DAYS_AFTER",
         "3",
@@ -144,6 +149,11 @@ class Settings:
     max_files_per_tick: int = 50
     reprocess_days_after: int = 3
     duckdb_memory_limit: str = "1500MB"
+    max_inflated_mib: int = 2048
+
+    @property
+    def max_inflated_bytes(self) -> int:
+        return self.max_inflated_mib * 1024 * 1024
 
     def __post_init__(self) -> None:
         try:

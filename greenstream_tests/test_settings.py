@@ -48,3 +48,13 @@ def test_every_variable_is_documented_in_the_readme():
 def test_dataclass_defaults_equal_the_documented_defaults():
     """Settings' field defaults and the SETTINGS table (the README's source) say the same."""
     assert Settings() == Settings.from_env({})
+
+
+def test_the_dagster_resource_carries_every_setting():
+    """A setting missing from the resource would silently take its default inside runs,
+    whatever the environment says; the round trip keeps every value."""
+    from greenstream_dagster.orchestration.resources import GreenstreamSettings
+
+    assert set(GreenstreamSettings.model_fields) == set(SETTINGS)
+    changed = Settings(home=Path("/data/gs"), max_inflated_mib=7, duckdb_memory_limit="1GB")
+    assert GreenstreamSettings.from_settings(changed).settings() == changed

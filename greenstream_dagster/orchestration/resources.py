@@ -44,6 +44,7 @@ class GreenstreamSettings(dg.ConfigurableResource):
     max_files_per_tick: int = _ENV.max_files_per_tick
     reprocess_days_after: int = _ENV.reprocess_days_after
     duckdb_memory_limit: str = _ENV.duckdb_memory_limit
+    max_inflated_mib: int = _ENV.max_inflated_mib
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "GreenstreamSettings":

@@ -17,7 +17,6 @@ import zlib
 import pytest
 
 from greenstream_dagster.landing import land_file
-from greenstream_dagster.rules import meter_csv
 from greenstream_dagster.settings import Settings
 from greenstream_dagster.storage import warehouse
 from greenstream_dagster.storage.raw_zone import ACCEPTED, REJECTED, RawZone
@@ -487,7 +486,7 @@ def test_process_command_lands_every_file_and_goes_on(tmp_path):
 
 # --- a gzip bomb --------------------------------------------------------------------------------
 
-BOMB_CAP = 4 * 1024 * 1024  # lowered from 2 GiB for the test; the code path is the same
+BOMB_CAP = 4 * 1024 * 1024  # GREENSTREAM_MAX_INFLATED_MIB=4 for the test (default 2 GiB)
 BOMB_MIB = 200  # what the bomb inflates to, in MiB of blank lines after one good row
 BOMB_REASON = (
     "gzip expands beyond 4 MiB uncompressed, the most one file may hold; "
@@ -514,15 +513,14 @@ def gzip_bomb(head: bytes, mebibytes: int) -> bytes:
     return header + first + repeated * mebibytes + end + trailer
 
 
-def test_gzip_bomb_is_rejected_in_bounded_memory_and_the_other_files_go_on(tmp_path, monkeypatch):
-    monkeypatch.setattr(meter_csv, "MAX_INFLATED_BYTES", BOMB_CAP)
+def test_gzip_bomb_is_rejected_in_bounded_memory_and_the_other_files_go_on(tmp_path):
     head = csv_bytes("bomb1,2026-11-20T00:00:00Z,1.5,kW")
     # The recipe makes a real gzip (checked on a small one; the big one only differs in length).
     assert gzip.decompress(gzip_bomb(head, 2)) == head + b"\n" * (2 << 20)
     bomb = gzip_bomb(head, BOMB_MIB)
     assert len(bomb) < 250_000  # 200 MiB inflated
 
-    settings = Settings(home=tmp_path / "home")
+    settings = Settings(home=tmp_path / "home", max_inflated_mib=BOMB_CAP // 2**20)
     folder = tmp_path / "in"
     paths = [
         write_case(folder, "before.csv", csv_bytes("c1,2026-11-20T00:00:00Z,1.5,kW")),

@@ -24,7 +24,9 @@ In one run it
    every file, which lands them and then materializes each day in order) with rows per second
    and peak memory, and per day: the run's time and its peak RSS (sampled from
    ``/proc/<pid>/status`` every 50 ms and tied to the run by the event log's timestamps), with
-   the slope of both over the days already in the warehouse;
+   the slope of both over the days already in the warehouse; then runs the last day once more
+   in a fresh process, to compare its time and memory with the one day into an empty
+   warehouse;
 5. times the landing sensor's tick with ``--sensor-files`` small files in ``landing/``:
    ``landing_watch.scan`` alone, then the sensor itself through ``dg.build_sensor_context`` with
    the real settle logic (a first tick that only sees the files, a second one after the settle
@@ -426,20 +428,25 @@ def _tree_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
-def process_files(files: Sequence[Path], work: Path) -> ProcessRun:
-    """``greenstream process FILES`` in a subprocess with a fresh data home under ``work``."""
+def process_files(
+    files: Sequence[Path], work: Path, *, fresh: bool = True, logs: str = "logs"
+) -> ProcessRun:
+    """``greenstream process FILES`` in a subprocess with a fresh data home under ``work``, or
+    (``fresh=False``) with the data home a previous call left there; only this call's runs
+    are reported."""
     home = work / "home"
-    shutil.rmtree(work, ignore_errors=True)
+    if fresh:
+        shutil.rmtree(work, ignore_errors=True)
     dagster_home = write_dagster_home(work / "dagster_home")
     command = [sys.executable, "-m", "greenstream_dagster.cli", "process", *map(str, files)]
-    measured = run_measured(command, pipeline_env(home, dagster_home), work / "logs")
+    measured = run_measured(command, pipeline_env(home, dagster_home), work / logs)
     if measured.returncode != 0:
         print(
             f"warning: greenstream process exited {measured.returncode}; "
             f"stderr ends with:\n{measured.stderr[-2000:]}",
             file=sys.stderr,
         )
-    runs = read_runs(dagster_home)
+    runs = [r for r in read_runs(dagster_home) if r.start >= measured.started]
     for run in runs:
         run.peak_rss_bytes = measured.peak_between(run.start, run.end)
         run.cpu_seconds = measured.cpu_between(run.start, run.end)
@@ -678,7 +685,9 @@ def bench_floor(
     fig.add(s, "ratio pipeline / floor, CPU time", pipeline_cpu / measured.cpu_seconds, "x")
 
 
-def bench_backfill(fig: Figures, files: Sequence[Path], work: Path, start: dt.date) -> ProcessRun:
+def bench_backfill(
+    fig: Figures, files: Sequence[Path], work: Path, start: dt.date, one_day: ProcessRun
+) -> ProcessRun:
     run = process_files(files, work / "backfill")
     m = run.measured
     s = "backfill"
@@ -719,7 +728,44 @@ def bench_backfill(fig: Figures, files: Sequence[Path], work: Path, start: dt.da
             f"{max(r.peak_rss_bytes for r in last) / GB:.2f}",
             "GB",
         )
+    bench_last_day_again(fig, files, work, one_day)
     return run
+
+
+def bench_last_day_again(
+    fig: Figures, files: Sequence[Path], work: Path, one_day: ProcessRun
+) -> None:
+    """The backfill's last day once more, in a fresh process, with every day in the
+    warehouse: compared with the one-day run (an empty warehouse), it shows whether a day's
+    memory and time grow with the days already stored, apart from what 31 runs in one
+    process accumulate."""
+    last = max(f.name.split("_")[1] for f in files)
+    again = process_files(
+        [f for f in files if f.name.split("_")[1] == last],
+        work / "backfill",
+        fresh=False,
+        logs="logs-again",
+    )
+    s = "backfill"
+    day = max(again.runs, key=lambda r: r.partition, default=None)
+    base = max(one_day.runs, key=lambda r: r.partition, default=None)
+    if day is None or base is None or not day.peak_rss_bytes or not base.peak_rss_bytes:
+        fig.add(s, "last day again, fresh process", "no run", "")
+        return
+    fig.add(
+        s,
+        "last day again, fresh process: run time",
+        day.seconds,
+        "s",
+        f"{day.status}; one day into an empty warehouse: {base.seconds:.2f} s",
+    )
+    fig.add(
+        s,
+        "last day again, fresh process: peak RSS",
+        day.peak_rss_bytes / GB,
+        "GB",
+        f"one day into an empty warehouse: {base.peak_rss_bytes / GB:.2f} GB",
+    )
 
 
 def bench_sensor(fig: Figures, work: Path, count: int, day: dt.date) -> SensorTiming:
@@ -809,7 +855,7 @@ def main(argv: Sequence[str] | None = None) -> Figures:
                 f"{len(many.files)} files, {many.rows:,} rows, generated: {note}",
             )
             print(f"[bench] backfill: {len(many.files)} files", flush=True)
-            bench_backfill(fig, many.files, work, start)
+            bench_backfill(fig, many.files, work, start, day_run)
         if not args.skip_sensor and args.sensor_files > 0:
             print(f"[bench] sensor with {args.sensor_files} files", flush=True)
             bench_sensor(fig, work, args.sensor_files, start)

@@ -43,6 +43,7 @@ def test_benchmark_runs_and_prints_its_table(tmp_path, capsys):
         "ratio pipeline / floor",
         "rows per second (raw rows / wall)",
         "tick 2 (settled, lands <= 50)",
+        "last day again, fresh process: peak RSS",
     ):
         assert figure in printed
     exits = [f.note for f in figures.rows if f.name == "greenstream process wall time"]

@@ -191,6 +191,23 @@ def dagster_dev(env: dict[str, str], port: int, log_path: Path) -> Iterator[subp
         stop(process)
 
 
+@contextmanager
+def serving(
+    env: dict[str, str], port: int, log_path: Path, api: Api, timeout: float
+) -> Iterator[subprocess.Popen]:
+    """`dagster dev` started, with its web server answering and the code location loaded, or
+    the test fails with the server's log."""
+    with dagster_dev(env, port, log_path) as server:
+        wait_for(
+            "the web server and the code location",
+            lambda: server.poll() is not None or api.ready(),
+            timeout,
+            log_path,
+        )
+        assert server.poll() is None, log_path.read_text(errors="replace")[-4000:]
+        yield server
+
+
 def stop(process: subprocess.Popen) -> None:
     group = process.pid  # the session leader's id is the group's id
     if process.poll() is None:
@@ -327,15 +344,7 @@ def test_files_in_runs_out_checks_per_day_backfill_and_webhook(tmp_path, monkeyp
     }
     api = Api(port)
     try:
-        with dagster_dev(env, port, log) as server:
-            wait_for(
-                "the web server and the code location",
-                lambda: server.poll() is not None or api.ready(),
-                STARTUP_TIMEOUT,
-                log,
-            )
-            assert server.poll() is None, log.read_text(errors="replace")[-4000:]
-
+        with serving(env, port, log, api, STARTUP_TIMEOUT):
             # --- what the UI shows before anything ran: the assets and the sensor, running ----
             nodes = {tuple(n["assetKey"]["path"]): n for n in api(ASSET_NODES)["assetNodes"]}
             assert set(nodes) == {tuple(key.path) for key in ASSET_KEYS}

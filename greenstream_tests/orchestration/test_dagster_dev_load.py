@@ -30,11 +30,11 @@ from .test_dagster_dev import (
     REPO,
     TERMINAL,
     Api,
-    dagster_dev,
     drop,
     free_port,
     log_tail,
     run_day,
+    serving,
     wait_for,
 )
 
@@ -180,15 +180,7 @@ def test_200_files_at_once_through_the_daemon(tmp_path, monkeypatch):
     env.pop("GREENSTREAM_ALERT_WEBHOOK", None)
     api = Api(port)
     try:
-        with dagster_dev(env, port, log) as server:
-            wait_for(
-                "the web server and the code location",
-                lambda: server.poll() is not None or api.ready(),
-                STARTUP_TIMEOUT,
-                log,
-            )
-            assert server.poll() is None, log.read_text(errors="replace")[-4000:]
-
+        with serving(env, port, log, api, STARTUP_TIMEOUT):
             # --- 200 files at once, each written aside and renamed in, as uploaders do -------
             for name, text in expected.texts.items():
                 drop(landing, name, text)

@@ -96,20 +96,16 @@ def build_standardized(
         {"standardized_readings": STAGED_STANDARDIZED, "quarantine": STAGED_QUARANTINE},
         [day],
     )
-    # Counted in the warehouse: the staged clean rows are a view, computed once by the insert.
-    day_filter = {"day": day}
-    quality = dict(
-        con.execute(
-            """SELECT quality, count(*) FROM standardized_readings
-               WHERE partition_date = $day GROUP BY ALL""",
-            day_filter,
-        ).fetchall()
-    )
-    [flags] = con.execute(
-        """SELECT count(*) FILTER (WHERE unit_converted), count(*) FILTER (WHERE had_duplicates),
-                  count(DISTINCT meter_id)
-           FROM standardized_readings WHERE partition_date = $day""",
-        day_filter,
+    # Counted in the warehouse, in one pass: the staged clean rows are a view, computed once
+    # by the insert.
+    [(measured, filled, missing, unit_converted, had_duplicates, meters)] = con.execute(
+        f"""SELECT count(*) FILTER (WHERE quality = '{codes.QUALITY_MEASURED}'),
+                   count(*) FILTER (WHERE quality = '{codes.QUALITY_FILLED}'),
+                   count(*) FILTER (WHERE quality = '{codes.QUALITY_MISSING}'),
+                   count(*) FILTER (WHERE unit_converted), count(*) FILTER (WHERE had_duplicates),
+                   count(DISTINCT meter_id)
+            FROM standardized_readings WHERE partition_date = $day""",
+        {"day": day},
     ).fetchall()
     reasons = dict(
         con.execute(
@@ -120,12 +116,12 @@ def build_standardized(
         day,
         {
             "rows": counts["standardized_readings"],
-            "measured": quality.get(codes.QUALITY_MEASURED, 0),
-            "filled": quality.get(codes.QUALITY_FILLED, 0),
-            "missing": quality.get(codes.QUALITY_MISSING, 0),
-            "unit_converted": flags[0],
-            "had_duplicates": flags[1],
-            "meters": flags[2],
+            "measured": measured,
+            "filled": filled,
+            "missing": missing,
+            "unit_converted": unit_converted,
+            "had_duplicates": had_duplicates,
+            "meters": meters,
             "quarantined": counts["quarantine"],
             "quarantine_by_reason": reasons,
         },

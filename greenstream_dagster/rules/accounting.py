@@ -40,27 +40,25 @@ def account_day(con: duckdb.DuckDBPyConnection, day: dt.date) -> Accounting:
     Lines are keyed by a small file number and the line number: grouping millions of rows by
     a 64-character hash costs several times more than by two integers.
     """
-    numbered = con.execute(
-        """SELECT CAST(row_number() OVER (ORDER BY source_file) AS INTEGER), source_file
-           FROM raw_files"""
-    ).fetchall()
-    files = dict(numbered)
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE accounting_files AS
+        SELECT source_file, CAST(row_number() OVER (ORDER BY source_file) AS INTEGER) AS file_no
+        FROM raw_files"""
+    )
+    files = dict(con.execute("SELECT file_no, source_file FROM accounting_files").fetchall())
     [(raw, clean, quarantined, lost, doubled)] = con.execute(
-        """WITH files AS (
-            SELECT source_file,
-                CAST(row_number() OVER (ORDER BY source_file) AS INTEGER) AS file_no
-            FROM raw_files
-        ),
-        keyed AS (
+        """WITH keyed AS (
             SELECT file_no, source_line, 1 AS raw, 0 AS clean, 0 AS quarantined
-            FROM raw_readings JOIN files USING (source_file) WHERE partition_date = $day
+            FROM raw_readings JOIN accounting_files USING (source_file)
+            WHERE partition_date = $day
             UNION ALL
             SELECT file_no, source_line, 0, 1, 0
-            FROM standardized_readings LEFT JOIN files USING (source_file)
+            FROM standardized_readings LEFT JOIN accounting_files USING (source_file)
             WHERE partition_date = $day AND source_line IS NOT NULL
             UNION ALL
             SELECT file_no, source_line, 0, 0, 1
-            FROM quarantine LEFT JOIN files USING (source_file) WHERE partition_date = $day
+            FROM quarantine LEFT JOIN accounting_files USING (source_file)
+            WHERE partition_date = $day
         ),
         per_line AS (
             SELECT file_no, source_line, sum(raw) AS raw,

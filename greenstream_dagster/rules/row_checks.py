@@ -79,7 +79,7 @@ def checked_rows_sql(source: str, settings: Settings) -> str:
     WITH stamps AS (
         -- A day's rows share a few hundred distinct timestamp texts: each is parsed once here
         -- and joined back, instead of running the pattern on millions of rows.
-        SELECT ts_text, reading_ts, has_offset,
+        SELECT ts_text, reading_ts,
             -- the UTC day and the microseconds, per distinct text: the zone-aware cast to a
             -- date is the slowest part of the whole check when done on every row
             CAST(reading_ts AS DATE) AS ts_day, epoch_us(reading_ts) AS ts_us,

@@ -227,11 +227,10 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
             CAST($day AS DATE) AS partition_date
         FROM (
             SELECT meter_key, reading_ts, kw, rejected, unit_converted, had_duplicates,
-                file_no, source_line, interval_minutes, FALSE AS absent
+                file_no, source_line, interval_minutes
             FROM spaced
             UNION ALL
-            SELECT meter_key, reading_ts, NULL, FALSE, FALSE, FALSE, NULL, NULL,
-                interval_minutes, TRUE
+            SELECT meter_key, reading_ts, NULL, FALSE, FALSE, FALSE, NULL, NULL, interval_minutes
             FROM gaps
         )
         """,

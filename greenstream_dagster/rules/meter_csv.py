@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..settings import Settings
 from .codes import REQUIRED_COLUMNS
 
 # Candidate delimiters, in the order they are tried on the header.
@@ -49,10 +50,11 @@ MAX_RECORD_LINES = 100
 RAW_LINE_MAX_CHARS = 300
 # Longest header text quoted back in a rejection reason, so the reason stays one readable line.
 REASON_MAX_CHARS = 300
-# The most a gzip file may inflate to. Deflate packs up to ~1000:1, so a 2 MB upload could
-# otherwise claim gigabytes of memory (a "gzip bomb"). 2 GiB is over ten times a whole day of
-# the 50,000-meter fleet in one file; inflating stops as soon as it is passed.
-MAX_INFLATED_BYTES = 2 * 1024**3
+# The most a gzip file may inflate to unless told otherwise: GREENSTREAM_MAX_INFLATED_MIB's
+# default. Deflate packs up to ~1000:1, so a 2 MB upload could otherwise claim gigabytes of
+# memory (a "gzip bomb"). 2 GiB is over ten times a whole day of the 50,000-meter fleet in one
+# file; inflating stops as soon as it is passed.
+MAX_INFLATED_BYTES = Settings().max_inflated_bytes
 
 # Bytes scanned per numpy step: small enough to keep the temporary masks in cache.
 _SCAN_CHUNK = 1 << 20

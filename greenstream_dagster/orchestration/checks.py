@@ -7,10 +7,12 @@
 """
 
 import datetime as dt
+from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow as pa_arrow
 from dagster_duckdb import DuckDBResource
 from pandera.errors import SchemaErrors
 
@@ -39,6 +41,22 @@ def _markdown(frame) -> str:
     return "\n".join(lines)
 
 
+def _regrouped(reader: pa_arrow.RecordBatchReader, rows: int) -> Iterator[pa_arrow.Table]:
+    """The reader's batches joined into tables of about ``rows`` rows. DuckDB hands out batches
+    of its vector size (about 120,000 rows) whatever size is asked for, and each Pandera
+    validation has a fixed cost: 39 batches for a 50,000-meter day cost a second more than 5."""
+    pending: list[pa_arrow.RecordBatch] = []
+    held = 0
+    for batch in reader:
+        pending.append(batch)
+        held += batch.num_rows
+        if held >= rows:
+            yield pa_arrow.Table.from_batches(pending)
+            pending, held = [], 0
+    if pending:
+        yield pa_arrow.Table.from_batches(pending)
+
+
 def validate_day(con, table: str, schema: pa.DataFrameSchema, day: dt.date):
     """Validate the day's rows in batches, so a 50,000-meter day never sits in memory as one
     pandas frame; uniqueness across the whole day is asked of DuckDB instead.
@@ -57,7 +75,7 @@ def validate_day(con, table: str, schema: pa.DataFrameSchema, day: dt.date):
     reader = con.sql(
         f"SELECT {columns} FROM {table} WHERE partition_date = $day", params={"day": day}
     ).to_arrow_reader(BATCH_ROWS)
-    for batch in reader:
+    for batch in _regrouped(reader, BATCH_ROWS):
         frame = batch.to_pandas(date_as_object=False)  # a date column as datetime64, not objects
         rows += len(frame)
         try:

@@ -15,7 +15,13 @@ import numpy as np
 import pyarrow as pa
 
 from .rules.meter_csv import RejectedFile, read_meter_csv
-from .rules.row_checks import bind, parameters, placed_days_sql, placed_rows_sql
+from .rules.row_checks import (
+    bind,
+    file_dates_sql,
+    parameters,
+    placed_rows_sql,
+    valid_row_on_sql,
+)
 from .settings import Settings
 from .storage.raw_zone import ACCEPTED, REJECTED, RawZone, Sidecar
 
@@ -94,10 +100,17 @@ def placed_rows(
                 "arrival_time": pa.array(
                     [arrival for _, _, arrival in files], pa.timestamp("us", tz="UTC")
                 ),
+                "first_day": pa.array(
+                    [
+                        file_placement(table, arrival, settings).first_day
+                        for table, _, arrival in files
+                    ],
+                    pa.date32(),
+                ),
             }
         ),
     )
-    source = """(SELECT r.* EXCLUDE (file_no), f.source_file, f.arrival_time
+    source = """(SELECT r.* EXCLUDE (file_no), f.source_file, f.arrival_time, f.first_day
                  FROM file_rows r JOIN file_list f USING (file_no))"""
     sql = f"""SELECT meter_id, "timestamp", energy_value, energy_unit, extra_fields,
                      field_count, raw_line, source_file, source_line, partition_date
@@ -105,18 +118,41 @@ def placed_rows(
     return con.sql(sql, params=bind(sql, parameters(settings)))
 
 
-def file_days(table: pa.Table, arrival: dt.datetime, settings: Settings) -> list[dt.date]:
-    """The UTC days the file's rows belong to (DESIGN.md section 2, day placement)."""
+@dataclass(frozen=True)
+class Placement:
+    """Where a file's rows go (DESIGN.md section 2): each row on the UTC day its own timestamp
+    gives it, and the rows without one on the file's first day."""
+
+    days: list[dt.date]  # every day the file's rows are placed on, sorted
+    first_day: dt.date | None  # the earliest day with a valid row, or the arrival day;
+    # None when every row has a day of its own (then no row needs it)
+
+
+def file_placement(table: pa.Table, arrival: dt.datetime, settings: Settings) -> Placement:
+    """The file's days and first day, from its timestamps parsed once per distinct text; the
+    first valid row is looked for day by day, so no value is checked beyond it."""
     con = _scratch_connection()
     con.register("file_rows", table)
     try:
         source = "(SELECT *, CAST($arrival AS TIMESTAMPTZ) AS arrival_time FROM file_rows)"
-        sql = placed_days_sql(source, settings)
         params = {**parameters(settings), "arrival": arrival}
-        [(days,)] = con.execute(sql, bind(sql, params)).fetchall()
-        return days or []
+        sql = file_dates_sql(source, settings)
+        [(days, undated)] = con.execute(sql, bind(sql, params)).fetchall()
+        if not undated:
+            return Placement(days, None)
+        probe = valid_row_on_sql(source, settings)
+        first = next(
+            (d for d in days if con.execute(probe, bind(probe, {**params, "day": d})).fetchall()),
+            arrival.astimezone(dt.UTC).date(),
+        )
+        return Placement(sorted({*days, first}), first)
     finally:
         con.unregister("file_rows")
+
+
+def file_days(table: pa.Table, arrival: dt.datetime, settings: Settings) -> list[dt.date]:
+    """The UTC days the file's rows belong to: the days its sidecar records."""
+    return file_placement(table, arrival, settings).days
 
 
 _SCRATCH = threading.local()

@@ -1,9 +1,9 @@
 """Steps 1 to 3 of DESIGN.md section 2, and the day each raw row belongs to.
 
 ``checked_rows_sql`` turns raw text rows into typed rows with the first early reason (if any).
-It runs twice on purpose: when a file lands (to learn which UTC days it touches) and when a day is
-standardized; both calls are the same SQL, so a row can never be placed on one day and judged on
-another.
+The raw rows are placed on their days with it, and a day is standardized with it: the same SQL,
+so a row can never be placed on one day and judged on another. Landing learns a file's days from
+the same timestamp parsing (``stamps_sql``), per distinct text.
 
 The input relation needs the raw text columns of ``raw_readings`` plus ``arrival_time`` (the
 file's arrival, TIMESTAMPTZ). Settings reach the SQL as parameters, never as pasted text.
@@ -24,6 +24,10 @@ TIMESTAMP_PATTERN = (
 NUMBER_PATTERN = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 # Largest UTC offset accepted, in hours (ISO 8601 allows up to 18).
 MAX_OFFSET_HOURS = 18
+# A parsed timestamp (``stamps_sql``) later than the file's arrival plus the tolerance.
+IS_FUTURE = "ts_us > epoch_us(arrival_time) + CAST($future_minutes * 60000000 AS BIGINT)"
+# A parsed timestamp that places a well-formed row on its own UTC day (``ts_day``).
+DATED = "dst_problem IS NULL AND NOT is_future AND NOT before_start"
 
 
 def sql_list(values: tuple[str, ...]) -> str:
@@ -53,12 +57,15 @@ def parameters(settings: Settings) -> dict[str, object]:
     }
 
 
-def checked_rows_sql(source: str, settings: Settings) -> str:
-    """SQL selecting every row of ``source`` with its parsed fields and first early reason.
+def distinct_texts(source: str) -> str:
+    """The distinct timestamp texts of ``source`` as a relation for ``stamps_sql``."""
+    return f'(SELECT DISTINCT "timestamp" AS ts_text FROM {source})'
 
-    Added columns: ``meter_key`` (trimmed id), ``reading_ts`` (UTC), ``value`` (the number, NULL
-    when missing), ``unit`` (``W``/``KW`` or other upper-cased text), ``early_reason``, ``detail``.
-    """
+
+def stamps_sql(texts: str, settings: Settings) -> str:
+    """SQL parsing each timestamp text of ``texts`` (one column, ``ts_text``) once: the UTC
+    time, its day and microseconds, the DST problem of a naive local time, and whether it is
+    before the first day."""
     utc_source = settings.source_tz in ("UTC", "Etc/UTC")
     # A naive time is local in the source zone. For UTC there is no DST to worry about, so the
     # conversion and the DST checks are left out of the SQL entirely.
@@ -76,9 +83,6 @@ def checked_rows_sql(source: str, settings: Settings) -> str:
           END"""
     )
     return f"""
-    WITH stamps AS (
-        -- A day's rows share a few hundred distinct timestamp texts: each is parsed once here
-        -- and joined back, instead of running the pattern on millions of rows.
         SELECT ts_text, reading_ts,
             -- the UTC day and the microseconds, per distinct text: the zone-aware cast to a
             -- date is the slowest part of the whole check when done on every row
@@ -112,10 +116,24 @@ def checked_rows_sql(source: str, settings: Settings) -> str:
                     SELECT ts_text,
                         regexp_extract(trim(ts_text), $ts_pattern,
                                        ['day', 'clock', 'fraction', 'offset']) AS ts_parts
-                    FROM (SELECT DISTINCT "timestamp" AS ts_text FROM {source})
+                    FROM {texts}
                 )
             )
         )
+    """
+
+
+def checked_rows_sql(source: str, settings: Settings) -> str:
+    """SQL selecting every row of ``source`` with its parsed fields and first early reason.
+
+    Added columns: ``meter_key`` (trimmed id), ``reading_ts`` (UTC), ``value`` (the number, NULL
+    when missing), ``unit`` (``W``/``KW`` or other upper-cased text), ``early_reason``, ``detail``.
+    """
+    return f"""
+    WITH stamps AS (
+        -- A day's rows share a few hundred distinct timestamp texts: each is parsed once here
+        -- and joined back, instead of running the pattern on millions of rows.
+        {stamps_sql(distinct_texts(source), settings)}
     ),
     located AS (
         SELECT src.*,
@@ -132,8 +150,7 @@ def checked_rows_sql(source: str, settings: Settings) -> str:
     judged AS (
         SELECT *,
             -- each condition once, shared by the row's day, its reason and its detail
-            ts_us > epoch_us(arrival_time) + CAST($future_minutes * 60000000 AS BIGINT)
-                AS is_future,
+            {IS_FUTURE} AS is_future,
             NOT is_missing AND (number IS NULL OR NOT isfinite(number)) AS bad_value,
             NOT is_missing AND unit IS DISTINCT FROM '{codes.UNIT_WATT}'
                 AND unit IS DISTINCT FROM '{codes.UNIT_KILOWATT}' AS bad_unit
@@ -145,8 +162,7 @@ def checked_rows_sql(source: str, settings: Settings) -> str:
         -- The UTC day the row's own timestamp places it on, whatever else is wrong with the
         -- row; NULL when the row is malformed or its timestamp is unreadable, ambiguous,
         -- in the future or before the first day.
-        CASE WHEN raw_line IS NULL AND dst_problem IS NULL AND NOT is_future
-              AND NOT before_start THEN ts_day END AS reading_day,
+        CASE WHEN raw_line IS NULL AND {DATED} THEN ts_day END AS reading_day,
         CASE
             WHEN raw_line IS NOT NULL THEN '{codes.MALFORMED_ROW}'
             WHEN meter_key IS NULL THEN '{codes.MISSING_METER_ID}'
@@ -183,41 +199,59 @@ def checked_rows_sql(source: str, settings: Settings) -> str:
 
 
 def placed_rows_sql(source: str, settings: Settings) -> str:
-    """``checked_rows_sql`` plus ``partition_date``: the UTC day each row is processed on.
+    """The rows of ``source`` with ``partition_date``: the UTC day each row is processed on.
 
-    A row whose timestamp places it on no day (steps 1 to 3) belongs to the first UTC day of its
-    file: the earliest day among the file's valid rows, or the arrival day if there is none.
+    A row is on the day its own timestamp places it on (see ``reading_day`` in
+    ``checked_rows_sql``); a row without one belongs to its file's ``first_day``, a column of
+    ``source`` (``landing.file_placement`` finds it). Only the timestamps are parsed here: the
+    values are checked when the day is standardized.
     """
     return f"""
-    WITH checked AS ({checked_rows_sql(source, settings)}),
-    first_days AS (
-        SELECT source_file,
-            coalesce(min(reading_day) FILTER (WHERE early_reason IS NULL),
-                     CAST(min(arrival_time) AS DATE)) AS first_day
-        FROM checked GROUP BY source_file
-    )
-    SELECT checked.*, coalesce(reading_day, first_days.first_day) AS partition_date
-    FROM checked JOIN first_days USING (source_file)
+    WITH stamps AS ({stamps_sql(distinct_texts(source), settings)}),
+    located AS (
+        SELECT src.*, stamps.ts_day, stamps.ts_us, stamps.dst_problem, stamps.before_start
+        FROM {source} src LEFT JOIN stamps ON src."timestamp" = stamps.ts_text
+    ),
+    judged AS (SELECT *, {IS_FUTURE} AS is_future FROM located)
+    SELECT * EXCLUDE (ts_day, ts_us, dst_problem, before_start, is_future),
+        coalesce(CASE WHEN raw_line IS NULL AND {DATED} THEN ts_day END, first_day)
+            AS partition_date
+    FROM judged
     """
 
 
-def placed_days_sql(source: str, settings: Settings) -> str:
-    """SQL giving, in one row, the sorted UTC days ``placed_rows_sql`` puts the rows of
-    ``source`` (one file) on: each row's own day, plus the file's first day when some row has
-    none. An aggregate, so nothing is materialised and no detail text is built: landing only
-    needs the days."""
+def file_dates_sql(source: str, settings: Settings) -> str:
+    """SQL giving, in one row, the sorted UTC days the rows of ``source`` (one file) place
+    themselves on, and whether some row has no day of its own (it then joins the file's first
+    day, see ``placed_rows_sql``).
+
+    Grouped by timestamp text first: a day's file has a few hundred distinct texts among
+    hundreds of thousands of rows, and a row's own day depends on nothing else but whether it
+    is well formed. Landing needs only this, not the values checked row by row."""
     return f"""
-    SELECT list_sort(list_distinct(
-        list(reading_day) FILTER (WHERE reading_day IS NOT NULL)
-        || CASE WHEN bool_or(reading_day IS NULL)
-                THEN [coalesce(min(reading_day) FILTER (WHERE has_valid),
-                               CAST(min(arrival) AS DATE))]
-                ELSE [] END)) AS days
-    FROM (
-        -- a handful of groups: the days, and NULL for the rows without one
-        SELECT reading_day, bool_or(early_reason IS NULL) AS has_valid,
-            min(arrival_time) AS arrival
-        FROM ({checked_rows_sql(source, settings)})
-        GROUP BY reading_day
+    WITH texts AS (
+        SELECT "timestamp" AS ts_text, bool_or(raw_line IS NULL) AS wellformed,
+            bool_or(raw_line IS NOT NULL) AS malformed, max(arrival_time) AS arrival_time
+        FROM {source} GROUP BY ALL
+    ),
+    stamps AS ({stamps_sql("(SELECT ts_text FROM texts)", settings)}),
+    dated AS (
+        SELECT wellformed, malformed, CASE WHEN {DATED} THEN ts_day END AS own_day
+        FROM (SELECT texts.*, stamps.* EXCLUDE (ts_text), {IS_FUTURE} AS is_future
+              FROM texts LEFT JOIN stamps USING (ts_text))
     )
+    SELECT coalesce(list_sort(list_distinct(
+               list(own_day) FILTER (WHERE wellformed AND own_day IS NOT NULL))), []) AS days,
+        coalesce(bool_or(malformed OR (wellformed AND own_day IS NULL)), FALSE) AS undated
+    FROM dated
+    """
+
+
+def valid_row_on_sql(source: str, settings: Settings) -> str:
+    """SQL selecting one valid row (no early reason) of ``source`` on the day ``$day``, if any.
+    It stops at the first one: asking day by day for a file's first valid day costs a fraction
+    of checking every row of the file."""
+    return f"""
+    SELECT 1 FROM ({checked_rows_sql(source, settings)})
+    WHERE reading_day = $day AND early_reason IS NULL LIMIT 1
     """

@@ -316,6 +316,8 @@ REVIEWED_INTERPOLATIONS = {
     "day.isoformat()",
     "placed_rows_sql(source, settings)",
     "checked_rows_sql(source, settings)",
+    # rules/row_checks.py: the relation of timestamp texts (a constant subquery over ``source``)
+    "texts",
     # orchestration/checks.py: the unique-key column names of a Pandera schema (constants)
     "keys",
 }
@@ -326,7 +328,7 @@ def _reviewed(expression: str) -> bool:
         return True
     if expression.split(".")[-1].isupper():  # a constant: MAX_OFFSET_HOURS, codes.DUPLICATE
         return True
-    return expression.startswith(("sql_list(", "checked_rows_sql("))
+    return expression.startswith(("sql_list(", "checked_rows_sql(", "stamps_sql("))
 
 
 def _sql_strings(tree: ast.AST):

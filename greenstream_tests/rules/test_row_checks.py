@@ -395,6 +395,26 @@ def landing_days(lines: list, arrival: dt.datetime, settings: Settings) -> list[
             id="no valid row: the arrival day",
         ),
         pytest.param(
+            [
+                ("m1", "2026-11-19T10:00:00Z", "abc", "kW"),
+                ("m1", "2026-11-19T11:00:00Z", "1.0", "VA"),
+                ("m1", "2026-11-20T10:00:00Z", "1.0", "kW"),
+                ("m1", "", "1.0", "kW"),
+                ("m1", "2026-11-21T10:00:00Z", "2.0", "kW"),
+            ],
+            utc("2026-11-22 10:00"),
+            Settings(),
+            [dt.date(2026, 11, 19), dt.date(2026, 11, 20), dt.date(2026, 11, 21)],
+            id="the earliest day has no valid row: the first valid day is later",
+        ),
+        pytest.param(
+            [("m1", "2026-11-20T10:00:00Z", "1.0", "kW"), ("m2", "2026-11-21T10:00:00Z", "", "W")],
+            utc("2026-11-22 10:00"),
+            Settings(),
+            [dt.date(2026, 11, 20), dt.date(2026, 11, 21)],
+            id="every row has a day of its own",
+        ),
+        pytest.param(
             [("m1", "2026-11-20T00:00:00Z", "1.0", "kW"), ("m1", "2026-11-21T05:00:00Z", "1", "W")],
             utc("2026-11-21 03:00"),
             Settings(),

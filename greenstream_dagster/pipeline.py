@@ -19,7 +19,12 @@ from .rules.faults import STAGED_FAULT_FLAGS, STAGED_FAULT_STATE, evaluate_fault
 from .rules.faults import record_new_alerts as _record_new_alerts
 from .rules.meter_csv import read_meter_csv
 from .rules.peaks import STAGED_METER_PEAKS, STAGED_SYSTEM_PEAKS, peaks_day
-from .rules.standardize import STAGED_QUARANTINE, STAGED_STANDARDIZED, standardize_day
+from .rules.standardize import (
+    STAGED_QUARANTINE,
+    STAGED_SPACINGS,
+    STAGED_STANDARDIZED,
+    standardize_day,
+)
 from .settings import Settings
 from .storage import archive
 from .storage.raw_zone import ACCEPTED, RawZone, Sidecar
@@ -93,7 +98,11 @@ def build_standardized(
     standardize_day(con, day, settings)
     counts = replace_days(
         con,
-        {"standardized_readings": STAGED_STANDARDIZED, "quarantine": STAGED_QUARANTINE},
+        {
+            "standardized_readings": STAGED_STANDARDIZED,
+            "quarantine": STAGED_QUARANTINE,
+            "meter_spacings": STAGED_SPACINGS,
+        },
         [day],
     )
     # Counted in the warehouse, in one pass: the staged clean rows are a view, computed once

@@ -2,12 +2,13 @@
 
 Input: the day's rows in ``raw_readings`` (and ``raw_files`` for each file's arrival), plus what
 the rules need from the day before: its clean rows and its quarantined readings (the z-score's
-trailing window, the meter's interval, the gap and the forward fill across midnight).
+trailing window, the forward fill across midnight) and its ``meter_spacings`` (the meter's
+interval, the gap across midnight).
 
-Output: ``staged_standardized`` (a temp view over the staged steps) and ``staged_quarantine``
-(a temp table), with the columns of the warehouse tables of the same name, ready for
-``warehouse.replace_days``. Every raw row of the
-day lands in exactly one of them (quarantine, or a clean row that carries its source_line).
+Output: ``staged_standardized`` (a temp view over the staged steps), ``staged_quarantine`` and
+``staged_meter_spacings`` (temp tables), with the columns of the warehouse tables of the same
+name, ready for ``warehouse.replace_days``. Every raw row of the day lands in exactly one of the
+first two (quarantine, or a clean row that carries its source_line).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .row_checks import checked_rows_sql, parameters, run, sql_list
 
 STAGED_STANDARDIZED = "staged_standardized"
 STAGED_QUARANTINE = "staged_quarantine"
+STAGED_SPACINGS = "staged_meter_spacings"
 
 
 def _micros(hours: float) -> int:
@@ -152,19 +154,11 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     )
 
     # Step 8, first the interval: each meter's most common spacing between consecutive distinct
-    # timestamps of rows that survived step 4, the day before included (shorter on a tie).
-    run(
-        con,
-        f"""CREATE OR REPLACE TEMP TABLE prev_survivors AS
-        SELECT meter_id AS meter_key, reading_ts FROM standardized_readings
-        WHERE partition_date = $prev_day AND source_line IS NOT NULL
-        UNION ALL
-        SELECT trim(meter_id), reading_ts FROM quarantine
-        WHERE partition_date = $prev_day
-          AND reason IN {sql_list(codes.READING_REJECTED_REASONS)}""",
-        p,
-    )
-    # One sorted pass gives every surviving reading the one before it (the day before's
+    # timestamps of rows that survived step 4, the day before included (shorter on a tie). The
+    # day before's spacings and last surviving reading come from ``meter_spacings``, which
+    # each day stores with its clean rows: it is not sorted again.
+    _stage_prev_spacings(con, p)
+    # One sorted pass gives every surviving reading the one before it (the day before's last
     # included): the spacings that decide the interval, and the gaps to fill in. Today's rows
     # carry what the later steps need, so nothing has to be joined back or sorted again.
     run(
@@ -174,22 +168,32 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
             SELECT meter_key, reading_ts, TRUE AS is_today, kw, range_reason, unit_converted,
                 had_duplicates, file_no, source_line
             FROM day_survivors
-            -- the day before's stamps are on another day: no overlap, no DISTINCT needed
+            -- the day before's stamp is on another day: no overlap, no DISTINCT needed
             UNION ALL BY NAME
-            SELECT meter_key, reading_ts, FALSE AS is_today FROM prev_survivors
-            SEMI JOIN day_survivors USING (meter_key)
+            SELECT DISTINCT meter_key, last_ts AS reading_ts, FALSE AS is_today
+            FROM prev_spacings SEMI JOIN day_survivors USING (meter_key)
         )
         SELECT *, lag(reading_ts) OVER (PARTITION BY meter_key ORDER BY reading_ts) AS prev_ts
         FROM stamps""",
     )
     run(
         con,
+        """CREATE OR REPLACE TEMP TABLE day_spacings AS
+        -- integer microseconds: epoch() of an interval costs several times more
+        SELECT meter_key, (epoch_us(reading_ts) - epoch_us(prev_ts)) / 1000000 / 60 AS minutes,
+            prev_ts >= CAST($day AS TIMESTAMPTZ) AS within_day, count(*) AS times
+        FROM day_spaced WHERE is_today AND prev_ts IS NOT NULL GROUP BY ALL""",
+        p,
+    )
+    run(
+        con,
         """CREATE OR REPLACE TEMP TABLE meter_intervals AS
         WITH counted AS (
-            -- integer microseconds: epoch() of an interval costs several times more
-            SELECT meter_key, (epoch_us(reading_ts) - epoch_us(prev_ts)) / 1000000 / 60 AS minutes,
-                count(*) AS times
-            FROM day_spaced WHERE prev_ts IS NOT NULL GROUP BY ALL
+            SELECT meter_key, minutes, sum(times) AS times
+            FROM (SELECT meter_key, minutes, times FROM day_spacings
+                  UNION ALL
+                  SELECT meter_key, minutes, times FROM prev_spacings WHERE minutes IS NOT NULL)
+            GROUP BY ALL
         ),
         modes AS (
             SELECT meter_key, arg_min(minutes, (-times, minutes)) AS interval_minutes
@@ -199,6 +203,17 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
             AS interval_minutes
         FROM (SELECT DISTINCT meter_key FROM day_survivors) m LEFT JOIN modes USING (meter_key)
         """,
+        p,
+    )
+    # What the next day needs of this one: the spacings within the day, and the last reading.
+    run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE {STAGED_SPACINGS} AS
+        SELECT last.meter_key AS meter_id, within.minutes, coalesce(within.times, 0) AS times,
+            last.last_ts, CAST($day AS DATE) AS partition_date
+        FROM (SELECT meter_key, max(reading_ts) AS last_ts FROM day_survivors GROUP BY ALL) last
+        LEFT JOIN (SELECT meter_key, minutes, times FROM day_spacings WHERE within_day) within
+            USING (meter_key)""",
         p,
     )
 
@@ -313,6 +328,52 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     )
 
     _stage_quarantine(con, p)
+
+
+def _stage_prev_spacings(con: duckdb.DuckDBPyConnection, p: dict[str, object]) -> None:
+    """``prev_spacings``: the day before's ``meter_spacings``, or, for a day stored without
+    them (by an earlier version), the same rows derived from its clean rows and quarantine."""
+    [(stored,)] = run(
+        con, "SELECT count(*) FROM meter_spacings WHERE partition_date = $prev_day", p
+    ).fetchall()
+    if stored:
+        run(
+            con,
+            """CREATE OR REPLACE TEMP TABLE prev_spacings AS
+            SELECT meter_id AS meter_key, minutes, times, last_ts FROM meter_spacings
+            WHERE partition_date = $prev_day""",
+            p,
+        )
+        return
+    run(con, f"CREATE OR REPLACE TEMP TABLE prev_spacings AS {spacings_of_stored_day_sql()}", p)
+
+
+def spacings_of_stored_day_sql() -> str:
+    """SQL deriving the ``meter_spacings`` of ``$prev_day`` (as ``meter_key``, ``minutes``,
+    ``times``, ``last_ts``) from its stored outputs: the readings that survived step 4 are the
+    clean rows from a raw row and the readings quarantined in steps 5 to 7."""
+    return f"""
+    WITH survivors AS (
+        SELECT meter_id AS meter_key, reading_ts FROM standardized_readings
+        WHERE partition_date = $prev_day AND source_line IS NOT NULL
+        UNION ALL
+        SELECT trim(meter_id), reading_ts FROM quarantine
+        WHERE partition_date = $prev_day
+          AND reason IN {sql_list(codes.READING_REJECTED_REASONS)}
+    ),
+    spaced AS (
+        SELECT *, lag(reading_ts) OVER (PARTITION BY meter_key ORDER BY reading_ts) AS prev_ts
+        FROM survivors
+    ),
+    within AS (
+        SELECT meter_key, (epoch_us(reading_ts) - epoch_us(prev_ts)) / 1000000 / 60 AS minutes,
+            count(*) AS times
+        FROM spaced WHERE prev_ts IS NOT NULL GROUP BY ALL
+    )
+    SELECT last.meter_key, within.minutes, coalesce(within.times, 0) AS times, last.last_ts
+    FROM (SELECT meter_key, max(reading_ts) AS last_ts FROM survivors GROUP BY ALL) last
+    LEFT JOIN within USING (meter_key)
+    """
 
 
 def _stage_quarantine(con: duckdb.DuckDBPyConnection, p: dict[str, object]) -> None:

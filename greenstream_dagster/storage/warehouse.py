@@ -82,6 +82,17 @@ TABLES: dict[str, str] = {
         zero_streak_start DATE,
         partition_date DATE NOT NULL
     """,
+    # What step 8 carries from one day to the next, per meter: how often each spacing (minutes)
+    # occurs between consecutive surviving readings within the day (``minutes`` NULL when there
+    # is none), and the day's last surviving reading. The next day's interval counts them
+    # instead of sorting this day's readings again.
+    "meter_spacings": """
+        meter_id VARCHAR NOT NULL,
+        minutes DOUBLE,
+        times BIGINT NOT NULL,
+        last_ts TIMESTAMPTZ NOT NULL,
+        partition_date DATE NOT NULL
+    """,
     # One row per fault episode alerted, so a flag that goes on day after day, or a re-run
     # of a day, never alerts twice.
     "fault_alerts": """

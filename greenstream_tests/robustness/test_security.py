@@ -316,6 +316,8 @@ REVIEWED_INTERPOLATIONS = {
     "day.isoformat()",
     "placed_rows_sql(source, settings)",
     "checked_rows_sql(source, settings)",
+    # rules/standardize.py: SQL built from constants only (codes and table names)
+    "spacings_of_stored_day_sql()",
     # rules/row_checks.py: the relation of timestamp texts (a constant subquery over ``source``)
     "texts",
     # orchestration/checks.py: the unique-key column names of a Pandera schema (constants)

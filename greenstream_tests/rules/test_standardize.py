@@ -11,6 +11,7 @@ from contextlib import ExitStack
 
 import pytest
 
+from greenstream_dagster.rules.standardize import spacings_of_stored_day_sql
 from greenstream_dagster.settings import Settings
 from greenstream_dagster.storage import warehouse
 from greenstream_tests.support import (
@@ -714,14 +715,41 @@ def test_rejected_readings_are_missing_intervals(con):
     assert reasons(con) == [(3, "negative_value"), (4, "above_max")]
 
 
-def test_interval_counts_the_day_before(con):
+@pytest.mark.parametrize("carried", [True, False], ids=["carried", "derived"])
+def test_interval_counts_the_day_before(con, carried):
     """Step 8: the interval is taken "(the day before included)": hourly the day before, so a
-    2-hour step on D leaves one missing hour (60 minutes: NULL). D alone would say 120."""
+    2-hour step on D leaves one missing hour (60 minutes: NULL). D alone would say 120.
+    The same when the day before was stored without its spacings (an earlier version): they
+    are then derived from its clean rows."""
     add_file(con, "prev", series("m1", "2026-11-19 20:00", [1.0] * 4, minutes=60), D_BEFORE)
     add_file(con, "a", series("m1", "2026-11-20 00:00", [1.0, None, 2.0], minutes=60), D)
     standardize(con, D_BEFORE)
+    if not carried:
+        con.execute("DELETE FROM meter_spacings")
     standardize(con, D)
     assert clean_rows(con, D) == [at("00:00", 1.0), at("01:00", None, "missing"), at("02:00", 2.0)]
+
+
+def test_day_stores_the_spacings_the_next_day_counts(con):
+    """Step 8's spacings are among readings that survived step 4: readings quarantined in steps
+    5 to 7 count, rows quarantined in steps 1 to 3 do not. Each day stores its own spacings
+    and last surviving reading; they equal what its stored outputs give."""
+    rows = series("m1", "2026-11-19 20:00", ["1.0", "-1", "abc", "1.0"], minutes=60)
+    add_file(con, "prev", [*rows, ("m2", "2026-11-19T22:30:00Z", "2.0", "kW")], D_BEFORE)
+    standardize(con, D_BEFORE)
+    stored = con.execute(
+        "SELECT meter_id, minutes, times, strftime(last_ts, '%H:%M') FROM meter_spacings "
+        "WHERE partition_date = ? ORDER BY ALL",
+        [D_BEFORE],
+    ).fetchall()
+    # m1 survivors 20:00, 21:00 (negative), 23:00; 22:00 (invalid value) never survived.
+    assert stored == [("m1", 60.0, 1, "23:00"), ("m1", 120.0, 1, "23:00"), ("m2", None, 0, "22:30")]
+    derived = con.execute(
+        f"SELECT meter_key, minutes, times, strftime(last_ts, '%H:%M') "
+        f"FROM ({spacings_of_stored_day_sql()}) ORDER BY ALL",
+        {"prev_day": D_BEFORE},
+    ).fetchall()
+    assert derived == stored
 
 
 def test_duplicates_do_not_make_a_zero_spacing(con):

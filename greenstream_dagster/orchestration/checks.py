@@ -1,9 +1,12 @@
 """Asset checks, partitioned by day like the assets they check.
 
-- One Pandera schema check per table asset, made by one factory; failures show their cases.
+- One Pandera schema check per table asset; failures show their cases.
 - The accounting check (nothing lost) and the schema of the clean data are blocking: when either
   fails, the Parquet archive of that day is not written.
 - Quality rates warn above their thresholds; the archive is compared with the warehouse.
+
+Each check is a plain function of (connection, settings, day) returning its result; checks that
+can run at the same point of a day's run share one step (``check_group``).
 """
 
 import datetime as dt
@@ -26,7 +29,6 @@ FAILURE_SAMPLE = 20
 # Rows validated at a time: bounded memory however many meters a day has.
 BATCH_ROWS = 1_000_000
 BLOCKING_SCHEMAS = {"standardized_readings"}
-COMMON = {"partitions_def": DAILY, "pool": POOL, "retry_policy": RETRY}
 
 
 def _day(context) -> dt.date:
@@ -102,58 +104,32 @@ def validate_day(con, table: str, schema: pa.DataFrameSchema, day: dt.date):
     return rows, (pd.concat(failures, ignore_index=True) if failures else None)
 
 
-def schema_check(table: str) -> dg.AssetChecksDefinition:
-    """A check that validates the day's rows of ``table`` with its Pandera schema."""
-    blocking = table in BLOCKING_SCHEMAS
-
-    @dg.asset_check(
-        asset=table,
-        name=f"{table}_schema",
-        description=f"The day's rows of {table} match its Pandera schema"
-        + (" (blocking: a failure stops the archive)." if blocking else "."),
-        blocking=blocking,
-        **COMMON,
-    )
-    def _check(
-        context: dg.AssetCheckExecutionContext,
-        greenstream: GreenstreamSettings,
-        duckdb: DuckDBResource,
-    ) -> dg.AssetCheckResult:
-        schema = schemas(greenstream.settings())[table]
-        day = _day(context)
-        with warehouse_connection(duckdb) as con:
-            rows, cases = validate_day(con, table, schema, day)
-        if cases is None:
-            return dg.AssetCheckResult(passed=True, metadata={"rows_checked": rows})
-        by_check = cases.groupby(["column", "check"], dropna=False).size().reset_index(name="rows")
-        return dg.AssetCheckResult(
-            passed=False,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "rows_checked": rows,
-                "failure_cases": len(cases),
-                "failures_by_check": dg.MetadataValue.md(_markdown(by_check)),
-                "sample": dg.MetadataValue.md(_markdown(cases.head(FAILURE_SAMPLE).astype(str))),
-            },
-        )
-
-    return _check
-
-
-@dg.asset_check(
-    asset="standardized_readings",
-    description="Nothing is lost: raw rows = clean rows from a raw row + quarantine rows, with "
-    "no raw line missing from both or present in both (blocking).",
-    blocking=True,
-    additional_deps=["quarantine", "raw_readings"],
-    **COMMON,
-)
-def accounting_balanced(
-    context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource
-) -> dg.AssetCheckResult:
-    with warehouse_connection(duckdb) as con:
-        result = accounting.account_day(con, _day(context))
+def schema_result(con, settings, table: str, day: dt.date) -> dg.AssetCheckResult:
+    """The day's rows of ``table`` against its Pandera schema; failures show their cases."""
+    rows, cases = validate_day(con, table, schemas(settings)[table], day)
+    key = {"asset_key": dg.AssetKey(table), "check_name": f"{table}_schema"}
+    if cases is None:
+        return dg.AssetCheckResult(**key, passed=True, metadata={"rows_checked": rows})
+    by_check = cases.groupby(["column", "check"], dropna=False).size().reset_index(name="rows")
     return dg.AssetCheckResult(
+        **key,
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "rows_checked": rows,
+            "failure_cases": len(cases),
+            "failures_by_check": dg.MetadataValue.md(_markdown(by_check)),
+            "sample": dg.MetadataValue.md(_markdown(cases.head(FAILURE_SAMPLE).astype(str))),
+        },
+    )
+
+
+def accounting_result(con, settings, day: dt.date) -> dg.AssetCheckResult:
+    """Nothing is lost: every raw line of the day is in the clean data or the quarantine."""
+    result = accounting.account_day(con, day)
+    return dg.AssetCheckResult(
+        asset_key="standardized_readings",
+        check_name="accounting_balanced",
         passed=result.balanced,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
@@ -166,78 +142,32 @@ def accounting_balanced(
     )
 
 
-def rate_check(
-    name: str,
-    asset: str,
-    description: str,
-    compute,
-    threshold: str,
-    counts: tuple[str, str],
-    additional_deps: tuple[str, ...] = (),
-) -> dg.AssetChecksDefinition:
+def rate_result(asset: str, name: str, compute, threshold: str, counts: tuple[str, str]):
     """A warn-level check: the day's rate from ``compute`` against a settings threshold."""
 
-    @dg.asset_check(
-        asset=asset,
-        name=name,
-        description=description,
-        additional_deps=list(additional_deps),
-        **COMMON,
-    )
-    def _check(
-        context: dg.AssetCheckExecutionContext,
-        greenstream: GreenstreamSettings,
-        duckdb: DuckDBResource,
-    ) -> dg.AssetCheckResult:
-        with warehouse_connection(duckdb) as con:
-            rate, part, whole = compute(con, _day(context))
-        limit = getattr(greenstream, threshold)
+    def result(con, settings, day: dt.date) -> dg.AssetCheckResult:
+        rate, part, whole = compute(con, day)
+        limit = getattr(settings, threshold)
         return dg.AssetCheckResult(
+            asset_key=asset,
+            check_name=name,
             passed=rate <= limit,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={name: rate, "threshold": limit, counts[0]: part, counts[1]: whole},
         )
 
-    return _check
+    return result
 
 
-quarantine_rate = rate_check(
-    "quarantine_rate",
-    "quarantine",
-    "Warns when the day's share of quarantined raw rows is above GREENSTREAM_QUARANTINE_RATE_WARN.",
-    accounting.quarantine_rate,
-    "quarantine_rate_warn",
-    ("quarantined", "raw_rows"),
-    additional_deps=("raw_readings",),
-)
-missing_rate = rate_check(
-    "missing_rate",
-    "standardized_readings",
-    "Warns when the day's share of intervals without a measured reading is above "
-    "GREENSTREAM_MISSING_RATE_WARN.",
-    accounting.missing_rate,
-    "missing_rate_warn",
-    ("missing_or_filled", "clean_rows"),
-)
-
-
-@dg.asset_check(
-    asset="parquet_archive",
-    description="The archived Parquet day has exactly the warehouse's clean rows of that day.",
-    **COMMON,
-)
-def archive_matches_warehouse(
-    context: dg.AssetCheckExecutionContext,
-    greenstream: GreenstreamSettings,
-    duckdb: DuckDBResource,
-) -> dg.AssetCheckResult:
-    day = _day(context)
-    with warehouse_connection(duckdb) as con:
-        (warehouse_rows,) = con.execute(
-            "SELECT count(*) FROM standardized_readings WHERE partition_date = ?", [day]
-        ).fetchone()
-    archived = archive.count_rows(greenstream.settings().archive_dir, day)
+def archive_result(con, settings, day: dt.date) -> dg.AssetCheckResult:
+    """The archived Parquet day holds exactly the warehouse's clean rows of that day."""
+    [(warehouse_rows,)] = con.execute(
+        "SELECT count(*) FROM standardized_readings WHERE partition_date = ?", [day]
+    ).fetchall()
+    archived = archive.count_rows(settings.archive_dir, day)
     return dg.AssetCheckResult(
+        asset_key="parquet_archive",
+        check_name="archive_matches_warehouse",
         passed=archived == warehouse_rows,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
@@ -245,6 +175,59 @@ def archive_matches_warehouse(
             "archived_rows": -1 if archived is None else archived,
         },
     )
+
+
+def _schema_spec(table: str) -> tuple[dg.AssetCheckSpec, object]:
+    blocking = table in BLOCKING_SCHEMAS
+    spec = dg.AssetCheckSpec(
+        f"{table}_schema",
+        asset=table,
+        description=f"The day's rows of {table} match its Pandera schema"
+        + (" (blocking: a failure stops the archive)." if blocking else "."),
+        blocking=blocking,
+        partitions_def=DAILY,
+    )
+    return spec, lambda con, settings, day: schema_result(con, settings, table, day)
+
+
+def _rate_spec(name, asset, description, compute, threshold, counts, additional_deps=()):
+    spec = dg.AssetCheckSpec(
+        name,
+        asset=asset,
+        description=description,
+        additional_deps=list(additional_deps),
+        partitions_def=DAILY,
+    )
+    return spec, rate_result(asset, name, compute, threshold, counts)
+
+
+def check_group(name: str, description: str, checks) -> dg.AssetChecksDefinition:
+    """Several checks of the day run as one step (one Dagster step costs about 0.1 s however
+    little it checks); each keeps its own result, severity and blocking in the UI, and any one
+    of them can still be run alone."""
+    functions = {spec.key: function for spec, function in checks}
+
+    @dg.multi_asset_check(
+        name=name,
+        description=description,
+        specs=[spec for spec, _ in checks],
+        can_subset=True,
+        pool=POOL,
+        retry_policy=RETRY,
+    )
+    def _checks(
+        context: dg.AssetCheckExecutionContext,
+        greenstream: GreenstreamSettings,
+        duckdb: DuckDBResource,
+    ):
+        settings = greenstream.settings()
+        day = _day(context)
+        with warehouse_connection(duckdb) as con:
+            for key, function in functions.items():
+                if key in context.selected_asset_check_keys:
+                    yield function(con, settings, day)
+
+    return _checks
 
 
 SCHEMA_TABLES = (
@@ -255,10 +238,55 @@ SCHEMA_TABLES = (
     "meter_daily_peaks",
     "system_peaks",
 )
+ACCOUNTING = dg.AssetCheckSpec(
+    "accounting_balanced",
+    asset="standardized_readings",
+    description="Nothing is lost: raw rows = clean rows from a raw row + quarantine rows, with "
+    "no raw line missing from both or present in both (blocking).",
+    blocking=True,
+    additional_deps=["quarantine", "raw_readings"],
+    partitions_def=DAILY,
+)
+ARCHIVE_MATCHES = dg.AssetCheckSpec(
+    "archive_matches_warehouse",
+    asset="parquet_archive",
+    description="The archived Parquet day has exactly the warehouse's clean rows of that day.",
+    partitions_def=DAILY,
+)
 CHECKS = [
-    *(schema_check(table) for table in SCHEMA_TABLES),
-    accounting_balanced,
-    quarantine_rate,
-    missing_rate,
-    archive_matches_warehouse,
+    check_group("raw_checks", "The raw rows of the day.", [_schema_spec("raw_readings")]),
+    check_group(
+        "clean_checks",
+        "The clean rows and the quarantine of the day; the blocking ones gate the archive.",
+        [
+            _schema_spec("standardized_readings"),
+            (ACCOUNTING, accounting_result),
+            _schema_spec("quarantine"),
+            _rate_spec(
+                "quarantine_rate",
+                "quarantine",
+                "Warns when the day's share of quarantined raw rows is above "
+                "GREENSTREAM_QUARANTINE_RATE_WARN.",
+                accounting.quarantine_rate,
+                "quarantine_rate_warn",
+                ("quarantined", "raw_rows"),
+                additional_deps=("raw_readings",),
+            ),
+            _rate_spec(
+                "missing_rate",
+                "standardized_readings",
+                "Warns when the day's share of intervals without a measured reading is above "
+                "GREENSTREAM_MISSING_RATE_WARN.",
+                accounting.missing_rate,
+                "missing_rate_warn",
+                ("missing_or_filled", "clean_rows"),
+            ),
+        ],
+    ),
+    check_group(
+        "insight_checks",
+        "The fault flags and the peaks of the day.",
+        [_schema_spec(table) for table in ("fault_flags", "meter_daily_peaks", "system_peaks")],
+    ),
+    check_group("archive_checks", "The archived day.", [(ARCHIVE_MATCHES, archive_result)]),
 ]

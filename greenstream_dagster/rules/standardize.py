@@ -153,6 +153,12 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         p,
     )
 
+    # The quarantine is complete once the z-scores are known: stage it now, and let go of the
+    # rows of steps 1 to 4, so that no more than two tables of the day's size are held at once
+    # (a 50,000-meter day otherwise outgrows DuckDB's memory limit and spills to disk).
+    _stage_quarantine(con, p)
+    con.execute("DROP TABLE day_checked; DROP TABLE day_versions")
+
     # Step 8, first the interval: each meter's most common spacing between consecutive distinct
     # timestamps of rows that survived step 4, the day before included (shorter on a tie). The
     # day before's spacings and last surviving reading come from ``meter_spacings``, which
@@ -176,6 +182,7 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         SELECT *, lag(reading_ts) OVER (PARTITION BY meter_key ORDER BY reading_ts) AS prev_ts
         FROM stamps""",
     )
+    con.execute("DROP TABLE day_survivors")  # today's rows of day_spaced are the survivors
     run(
         con,
         """CREATE OR REPLACE TEMP TABLE day_spacings AS
@@ -201,7 +208,8 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         )
         SELECT m.meter_key, coalesce(modes.interval_minutes, $default_minutes)
             AS interval_minutes
-        FROM (SELECT DISTINCT meter_key FROM day_survivors) m LEFT JOIN modes USING (meter_key)
+        FROM (SELECT DISTINCT meter_key FROM day_spaced WHERE is_today) m
+        LEFT JOIN modes USING (meter_key)
         """,
         p,
     )
@@ -211,7 +219,8 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         f"""CREATE OR REPLACE TEMP TABLE {STAGED_SPACINGS} AS
         SELECT last.meter_key AS meter_id, within.minutes, coalesce(within.times, 0) AS times,
             last.last_ts, CAST($day AS DATE) AS partition_date
-        FROM (SELECT meter_key, max(reading_ts) AS last_ts FROM day_survivors GROUP BY ALL) last
+        FROM (SELECT meter_key, max(reading_ts) AS last_ts FROM day_spaced WHERE is_today
+              GROUP BY ALL) last
         LEFT JOIN (SELECT meter_key, minutes, times FROM day_spacings WHERE within_day) within
             USING (meter_key)""",
         p,
@@ -254,6 +263,7 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         """,
         p,
     )
+    con.execute("DROP TABLE day_spaced")
 
     # Forward fill: a run of consecutive missing intervals shorter than the limit in total,
     # right after a measured reading (the day before's clean rows count), takes that reading's kW.
@@ -326,8 +336,6 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         WHERE i.in_day
         """,
     )
-
-    _stage_quarantine(con, p)
 
 
 def _stage_prev_spacings(con: duckdb.DuckDBPyConnection, p: dict[str, object]) -> None:

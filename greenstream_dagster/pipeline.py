@@ -12,6 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import duckdb
+import pyarrow as pa
 
 from . import landing
 from .rules import codes
@@ -40,18 +41,34 @@ class DayReport:
 
 
 def sync_raw_files(con: duckdb.DuckDBPyConnection, sidecars: list[Sidecar]) -> None:
-    """Mirror every sidecar into ``raw_files``, so rejected files are queryable too."""
-    rows = [
-        (s.source_file, s.original_name, s.size_bytes, s.arrival_time, s.days, s.status, s.reason)
-        for s in sidecars
-    ]
-    con.execute("CREATE OR REPLACE TEMP TABLE staged_raw_files AS SELECT * FROM raw_files LIMIT 0")
-    if rows:
-        con.executemany("INSERT INTO staged_raw_files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    """Mirror every sidecar into ``raw_files``, so rejected files are queryable too.
+
+    One Arrow table in one insert: a row-by-row insert cost 0.5 s a run with a month of files
+    landed, and it grows with every file ever landed."""
+    files = pa.table(
+        {
+            "source_file": pa.array([s.source_file for s in sidecars], pa.string()),
+            "original_name": pa.array([s.original_name for s in sidecars], pa.string()),
+            "size_bytes": pa.array([s.size_bytes for s in sidecars], pa.int64()),
+            "arrival_time": pa.array(
+                [s.arrival_time for s in sidecars], pa.timestamp("us", tz="UTC")
+            ),
+            "days": pa.array([s.days for s in sidecars], pa.list_(pa.date32())),
+            "status": pa.array([s.status for s in sidecars], pa.string()),
+            "reason": pa.array([s.reason for s in sidecars], pa.string()),
+        }
+    )
+    con.register("sidecar_rows", files)
     con.execute("BEGIN TRANSACTION")
-    con.execute("DELETE FROM raw_files")
-    con.execute("INSERT INTO raw_files SELECT * FROM staged_raw_files")
-    con.execute("COMMIT")
+    try:
+        con.execute("DELETE FROM raw_files")
+        con.execute("INSERT INTO raw_files BY NAME SELECT * FROM sidecar_rows")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.unregister("sidecar_rows")
 
 
 def build_raw_readings(

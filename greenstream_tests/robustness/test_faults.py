@@ -24,8 +24,7 @@ import pytest
 
 from greenstream_dagster import pipeline
 from greenstream_dagster.landing import land_file
-from greenstream_dagster.orchestration.checks import archive_matches_warehouse
-from greenstream_dagster.orchestration.resources import resources_for
+from greenstream_dagster.orchestration.checks import archive_result
 from greenstream_dagster.settings import Settings
 from greenstream_dagster.storage import archive, warehouse
 from greenstream_dagster.storage.raw_zone import RawZone
@@ -525,8 +524,8 @@ def test_disk_full_during_the_archive_write_fails_the_run_and_keeps_the_previous
 
 
 def check_archive(settings: Settings) -> dg.AssetCheckResult:
-    context = dg.build_op_context(resources=resources_for(settings), partition_key=DAY.isoformat())
-    return archive_matches_warehouse(context)
+    with warehouse.connect(settings.warehouse_path) as con:
+        return archive_result(con, settings, DAY)
 
 
 def test_archive_and_warehouse_drifting_apart_is_caught(tmp_path):

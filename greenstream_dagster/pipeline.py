@@ -58,17 +58,18 @@ def sync_raw_files(con: duckdb.DuckDBPyConnection, sidecars: list[Sidecar]) -> N
             "reason": pa.array([s.reason for s in sidecars], pa.string()),
         }
     )
-    con.register("sidecar_rows", files)
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute("DELETE FROM raw_files")
-        con.execute("INSERT INTO raw_files BY NAME SELECT * FROM sidecar_rows")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.unregister("sidecar_rows")
+    # Its own cursor: the caller's connection may still hold a result DuckDB refuses to
+    # register a table beside.
+    with con.cursor() as cursor:
+        cursor.register("sidecar_rows", files)
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            cursor.execute("DELETE FROM raw_files")
+            cursor.execute("INSERT INTO raw_files BY NAME SELECT * FROM sidecar_rows")
+            cursor.execute("COMMIT")
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
 
 
 def build_raw_readings(

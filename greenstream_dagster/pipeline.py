@@ -29,7 +29,7 @@ from .rules.standardize import (
 from .settings import Settings
 from .storage import archive
 from .storage.raw_zone import ACCEPTED, RawZone, Sidecar
-from .storage.warehouse import replace_days, replacing_days
+from .storage.warehouse import replace_days, replacing_days, transaction
 
 
 @dataclass
@@ -60,16 +60,10 @@ def sync_raw_files(con: duckdb.DuckDBPyConnection, sidecars: list[Sidecar]) -> N
     )
     # Its own cursor: the caller's connection may still hold a result DuckDB refuses to
     # register a table beside.
-    with con.cursor() as cursor:
+    with con.cursor() as cursor, transaction(cursor):
         cursor.register("sidecar_rows", files)
-        cursor.execute("BEGIN TRANSACTION")
-        try:
-            cursor.execute("DELETE FROM raw_files")
-            cursor.execute("INSERT INTO raw_files BY NAME SELECT * FROM sidecar_rows")
-            cursor.execute("COMMIT")
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
+        cursor.execute("DELETE FROM raw_files")
+        cursor.execute("INSERT INTO raw_files BY NAME SELECT * FROM sidecar_rows")
 
 
 def build_raw_readings(

@@ -142,21 +142,29 @@ def connect(path: Path | str, read_only: bool = False) -> Iterator[duckdb.DuckDB
 
 
 @contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One transaction around the caller's statements: committed when they all succeed, rolled
+    back on any error (or a kill), so readers never see half of a change."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
 def replacing_days(
     con: duckdb.DuckDBPyConnection, tables: list[str], days: list[dt.date]
 ) -> Iterator[None]:
     """Delete the rows of ``days`` from ``tables`` and let the caller insert the new ones, all
     in one transaction: readers see the old day or the new one, never a mix, and an error (or a
     kill) anywhere inside leaves the old rows in place."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for table in tables:
             con.execute(f"DELETE FROM {table} WHERE partition_date = ANY(?)", [days])
         yield
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 def replace_days(

@@ -28,6 +28,9 @@ MAX_OFFSET_HOURS = 18
 IS_FUTURE = "ts_us > epoch_us(arrival_time) + CAST($future_minutes * 60000000 AS BIGINT)"
 # A parsed timestamp that places a well-formed row on its own UTC day (``ts_day``).
 DATED = "dst_problem IS NULL AND NOT is_future AND NOT before_start"
+# The UTC day a row's own timestamp places it on; NULL when the row is malformed or its
+# timestamp is unreadable, ambiguous, in the future or before the first day.
+OWN_DAY = f"CASE WHEN raw_line IS NULL AND {DATED} THEN ts_day END"
 
 
 def sql_list(values: tuple[str, ...]) -> str:
@@ -159,10 +162,8 @@ def checked_rows_sql(source: str, settings: Settings) -> str:
     SELECT * EXCLUDE (number, ts_day, ts_us, dst_problem, is_future, before_start, bad_value,
                       bad_unit),
         CASE WHEN is_missing THEN NULL ELSE number END AS value,
-        -- The UTC day the row's own timestamp places it on, whatever else is wrong with the
-        -- row; NULL when the row is malformed or its timestamp is unreadable, ambiguous,
-        -- in the future or before the first day.
-        CASE WHEN raw_line IS NULL AND {DATED} THEN ts_day END AS reading_day,
+        -- the row's own day, whatever else is wrong with the row
+        {OWN_DAY} AS reading_day,
         CASE
             WHEN raw_line IS NOT NULL THEN '{codes.MALFORMED_ROW}'
             WHEN meter_key IS NULL THEN '{codes.MISSING_METER_ID}'
@@ -214,8 +215,7 @@ def placed_rows_sql(source: str, settings: Settings) -> str:
     ),
     judged AS (SELECT *, {IS_FUTURE} AS is_future FROM located)
     SELECT * EXCLUDE (ts_day, ts_us, dst_problem, before_start, is_future),
-        coalesce(CASE WHEN raw_line IS NULL AND {DATED} THEN ts_day END, first_day)
-            AS partition_date
+        coalesce({OWN_DAY}, first_day) AS partition_date
     FROM judged
     """
 

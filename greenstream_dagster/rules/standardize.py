@@ -27,6 +27,11 @@ STAGED_QUARANTINE = "staged_quarantine"
 STAGED_SPACINGS = "staged_meter_spacings"
 
 
+# Minutes between a reading and the one before it (``prev_ts``), from integer microseconds:
+# epoch() of an interval costs several times more.
+SPACING_MINUTES = "(epoch_us(reading_ts) - epoch_us(prev_ts)) / 1000000 / 60"
+
+
 def _micros(hours: float) -> int:
     return int(round(hours * 3_600_000_000))
 
@@ -185,9 +190,8 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     con.execute("DROP TABLE day_survivors")  # today's rows of day_spaced are the survivors
     run(
         con,
-        """CREATE OR REPLACE TEMP TABLE day_spacings AS
-        -- integer microseconds: epoch() of an interval costs several times more
-        SELECT meter_key, (epoch_us(reading_ts) - epoch_us(prev_ts)) / 1000000 / 60 AS minutes,
+        f"""CREATE OR REPLACE TEMP TABLE day_spacings AS
+        SELECT meter_key, {SPACING_MINUTES} AS minutes,
             prev_ts >= CAST($day AS TIMESTAMPTZ) AS within_day, count(*) AS times
         FROM day_spaced WHERE is_today AND prev_ts IS NOT NULL GROUP BY ALL""",
         p,
@@ -374,8 +378,7 @@ def spacings_of_stored_day_sql() -> str:
         FROM survivors
     ),
     within AS (
-        SELECT meter_key, (epoch_us(reading_ts) - epoch_us(prev_ts)) / 1000000 / 60 AS minutes,
-            count(*) AS times
+        SELECT meter_key, {SPACING_MINUTES} AS minutes, count(*) AS times
         FROM spaced WHERE prev_ts IS NOT NULL GROUP BY ALL
     )
     SELECT last.meter_key, within.minutes, coalesce(within.times, 0) AS times, last.last_ts

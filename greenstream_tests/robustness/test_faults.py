@@ -279,6 +279,17 @@ def cli_env(home: Path) -> dict[str, str]:
     return env
 
 
+def run_cli(home: Path, *command: str, prefix: list[str] | None = None):
+    """``python COMMAND...`` against the data home, as an operator runs it, to its end."""
+    return subprocess.run(
+        [*(prefix or []), sys.executable, *command],
+        env=cli_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def processed_home(tmp_path: Path) -> tuple[Path, Path]:
     """A data home with DAY processed from one small file, and a second file for DAY."""
     home = tmp_path / "home"
@@ -355,13 +366,7 @@ def test_warehouse_locked_for_good_fails_clearly_with_an_alert(tmp_path):
     home, second = processed_home(tmp_path)
     holder = hold_lock(home / "warehouse.duckdb", 600)
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", FAST_RETRIES_CLI, "process", str(second)],
-            env=cli_env(home),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_cli(home, "-c", FAST_RETRIES_CLI, "process", str(second))
     finally:
         kill(holder)
     assert done.returncode == 1
@@ -391,13 +396,7 @@ def test_archive_write_failing_leaves_nothing_partial_and_fails_the_run(tmp_path
     before = (day_dir / archive.FILE_NAME).read_bytes()
     day_dir.chmod(0o555)
     try:
-        done = subprocess.run(
-            [*unprivileged(), sys.executable, "-c", FAST_RETRIES_CLI, "process", str(second)],
-            env=cli_env(home),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_cli(home, "-c", FAST_RETRIES_CLI, "process", str(second), prefix=unprivileged())
     finally:
         day_dir.chmod(0o755)
     assert done.returncode == 1, done.stdout + done.stderr[-3000:]
@@ -478,13 +477,7 @@ def test_disk_full_during_the_archive_write_fails_the_run_and_keeps_the_previous
     new_size = archive.day_path(homes.root / "reference" / "archive" / "readings", DAY).stat()
     assert new_size.st_size > 4 * FULL_AT_BYTES  # the write fails well after it began
 
-    done = subprocess.run(
-        [sys.executable, "-c", DISK_FULL_CLI, str(FULL_AT_BYTES), "process", str(homes.correction)],
-        env=cli_env(home),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_cli(home, "-c", DISK_FULL_CLI, str(FULL_AT_BYTES), "process", str(homes.correction))
     assert done.returncode == 1, done.stdout + done.stderr[-3000:]
     assert "day 2026-11-20: FAILED" in done.stdout
     assert "failed: parquet_archive" in done.stdout
@@ -506,13 +499,7 @@ def test_disk_full_during_the_archive_write_fails_the_run_and_keeps_the_previous
     assert files_under(archive.staging_dir(readings)) == []
 
     # Space again: the same command succeeds and gives what an uninterrupted run gives.
-    again = subprocess.run(
-        [sys.executable, "-m", "greenstream_dagster.cli", "process", str(homes.correction)],
-        env=cli_env(home),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = run_cli(home, "-m", "greenstream_dagster.cli", "process", str(homes.correction))
     assert again.returncode == 0, again.stdout + again.stderr[-3000:]
     assert "day 2026-11-20: OK" in again.stdout
     assert snapshot(home) == homes.new

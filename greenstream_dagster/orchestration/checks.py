@@ -104,10 +104,31 @@ def validate_day(con, table: str, schema: pa.DataFrameSchema, day: dt.date):
     return rows, (pd.concat(failures, ignore_index=True) if failures else None)
 
 
+ACCOUNTING = dg.AssetCheckSpec(
+    "accounting_balanced",
+    asset="standardized_readings",
+    description="Nothing is lost: raw rows = clean rows from a raw row + quarantine rows, with "
+    "no raw line missing from both or present in both (blocking).",
+    blocking=True,
+    additional_deps=["quarantine", "raw_readings"],
+    partitions_def=DAILY,
+)
+ARCHIVE_MATCHES = dg.AssetCheckSpec(
+    "archive_matches_warehouse",
+    asset="parquet_archive",
+    description="The archived Parquet day has exactly the warehouse's clean rows of that day.",
+    partitions_def=DAILY,
+)
+
+
+def schema_check_name(table: str) -> str:
+    return f"{table}_schema"
+
+
 def schema_result(con, settings, table: str, day: dt.date) -> dg.AssetCheckResult:
     """The day's rows of ``table`` against its Pandera schema; failures show their cases."""
     rows, cases = validate_day(con, table, schemas(settings)[table], day)
-    key = {"asset_key": dg.AssetKey(table), "check_name": f"{table}_schema"}
+    key = {"asset_key": dg.AssetKey(table), "check_name": schema_check_name(table)}
     if cases is None:
         return dg.AssetCheckResult(**key, passed=True, metadata={"rows_checked": rows})
     by_check = cases.groupby(["column", "check"], dropna=False).size().reset_index(name="rows")
@@ -128,8 +149,8 @@ def accounting_result(con, settings, day: dt.date) -> dg.AssetCheckResult:
     """Nothing is lost: every raw line of the day is in the clean data or the quarantine."""
     result = accounting.account_day(con, day)
     return dg.AssetCheckResult(
-        asset_key="standardized_readings",
-        check_name="accounting_balanced",
+        asset_key=ACCOUNTING.asset_key,
+        check_name=ACCOUNTING.name,
         passed=result.balanced,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
@@ -166,8 +187,8 @@ def archive_result(con, settings, day: dt.date) -> dg.AssetCheckResult:
     ).fetchall()
     archived = archive.count_rows(settings.archive_dir, day)
     return dg.AssetCheckResult(
-        asset_key="parquet_archive",
-        check_name="archive_matches_warehouse",
+        asset_key=ARCHIVE_MATCHES.asset_key,
+        check_name=ARCHIVE_MATCHES.name,
         passed=archived == warehouse_rows,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
@@ -180,7 +201,7 @@ def archive_result(con, settings, day: dt.date) -> dg.AssetCheckResult:
 def _schema_spec(table: str) -> tuple[dg.AssetCheckSpec, object]:
     blocking = table in BLOCKING_SCHEMAS
     spec = dg.AssetCheckSpec(
-        f"{table}_schema",
+        schema_check_name(table),
         asset=table,
         description=f"The day's rows of {table} match its Pandera schema"
         + (" (blocking: a failure stops the archive)." if blocking else "."),
@@ -237,21 +258,6 @@ SCHEMA_TABLES = (
     "fault_flags",
     "meter_daily_peaks",
     "system_peaks",
-)
-ACCOUNTING = dg.AssetCheckSpec(
-    "accounting_balanced",
-    asset="standardized_readings",
-    description="Nothing is lost: raw rows = clean rows from a raw row + quarantine rows, with "
-    "no raw line missing from both or present in both (blocking).",
-    blocking=True,
-    additional_deps=["quarantine", "raw_readings"],
-    partitions_def=DAILY,
-)
-ARCHIVE_MATCHES = dg.AssetCheckSpec(
-    "archive_matches_warehouse",
-    asset="parquet_archive",
-    description="The archived Parquet day has exactly the warehouse's clean rows of that day.",
-    partitions_def=DAILY,
 )
 CHECKS = [
     check_group("raw_checks", "The raw rows of the day.", [_schema_spec("raw_readings")]),

@@ -82,7 +82,8 @@ def placed_rows(
     settings: Settings,
 ) -> duckdb.DuckDBPyRelation:
     """The rows of several files (table, SHA-256, arrival) as one relation of ``raw_readings``
-    columns with their ``partition_date``, registered as ``file_rows``.
+    columns with their ``partition_date``, over the Arrow tables it registers as ``file_rows``
+    and ``file_list`` (the caller unregisters them once the relation is consumed).
 
     One relation, so that a day is one insert: an insert per file leaves part-filled row groups
     that the commit then has to merge, which cost a second per 50,000-meter day."""

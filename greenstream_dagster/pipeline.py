@@ -90,6 +90,7 @@ def build_raw_readings(
             placed = landing.placed_rows(con, tables, settings)
             placed.filter(f"partition_date = DATE '{day.isoformat()}'").insert_into("raw_readings")
             con.unregister("file_rows")
+            con.unregister("file_list")
         [(rows,)] = con.execute(
             "SELECT count(*) FROM raw_readings WHERE partition_date = ?", [day]
         ).fetchall()

@@ -1,8 +1,8 @@
 """DESIGN.md section 5, "Nothing is lost", and the day's quality rates, as plain queries.
 
 For every day: raw rows = clean rows that came from a raw row + quarantine rows. The check goes
-further than the counts: it finds raw rows that are in neither table and rows that are in both,
-so a failure names the lines concerned.
+further than the counts: it compares the lines themselves, and on a difference it finds the raw
+lines that are in neither table and the lines that are in both, so a failure names them.
 """
 
 from __future__ import annotations
@@ -34,8 +34,50 @@ class Accounting:
         )
 
 
+# Each table's lines of the day and the sum of every line's 64-bit hash of (file, line), as a
+# 128-bit integer (no overflow). Clean rows count only when they come from a raw line.
+_FINGERPRINTS = """
+    SELECT 'raw', count(*), coalesce(sum(hash(source_file, source_line)), 0) FROM raw_readings
+    WHERE partition_date = $day
+    UNION ALL
+    SELECT 'clean', count(*), coalesce(sum(hash(source_file, source_line)), 0)
+    FROM standardized_readings
+    WHERE partition_date = $day AND source_line IS NOT NULL
+    UNION ALL
+    SELECT 'quarantine', count(*), coalesce(sum(hash(source_file, source_line)), 0)
+    FROM quarantine
+    WHERE partition_date = $day
+"""
+
+
 def account_day(con: duckdb.DuckDBPyConnection, day: dt.date) -> Accounting:
-    """Count every raw line of the day and its outcomes in one pass over the three tables.
+    """Compare the day's raw lines with their outcomes, and name the lines when they differ.
+
+    First by fingerprint: the raw lines and the outcomes (clean rows from a raw line, plus
+    quarantine rows) must agree in count and in the sum of every line's 64-bit hash. A lost
+    line, a line in both tables or a stray one changes the count or the sum, unless the hashes
+    of the lines concerned cancel out exactly: a chance of about 1 in 2**64. That is one scan
+    of the three tables (0.06 s for a 50,000-meter day); only when the fingerprints differ are
+    the lines matched one by one (``_lines_accounted``, 2 s), to name them.
+
+    Two copies of one raw line with an outcome each agree by fingerprint: a raw line stored
+    twice is the finding of the raw schema check (``source_file``, ``source_line`` unique).
+    """
+    parts = {
+        part: (lines, sums)
+        for part, lines, sums in con.execute(_FINGERPRINTS, {"day": day}).fetchall()
+    }
+    (raw, raw_sum), (clean, clean_sum), (quarantined, quarantined_sum) = (
+        parts[part] for part in ("raw", "clean", "quarantine")
+    )
+    if raw == clean + quarantined and raw_sum == clean_sum + quarantined_sum:
+        return Accounting(raw, clean, quarantined)
+    return _lines_accounted(con, day)
+
+
+def _lines_accounted(con: duckdb.DuckDBPyConnection, day: dt.date) -> Accounting:
+    """Count every raw line of the day and its outcomes line by line, in one pass over the
+    three tables, and name the lines lost or doubled.
 
     Lines are keyed by a small file number and the line number: grouping millions of rows by
     a 64-character hash costs several times more than by two integers.

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from greenstream_dagster.rules.accounting import account_day
+from greenstream_dagster.rules.accounting import _lines_accounted, account_day
 from greenstream_tests.support import add_file, land_rows, run_day, series, utc
 
 D20, D21 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
@@ -180,6 +180,19 @@ TAMPERING = [
         [("f", 5)],
         id="quarantine-row-twice",
     ),
+    pytest.param(
+        "DELETE FROM quarantine WHERE source_line = 6; INSERT INTO standardized_readings"
+        " SELECT * FROM standardized_readings WHERE source_line = 4",
+        [("f", 6)],
+        [("f", 4)],
+        id="one-lost-one-doubled-same-count",
+    ),
+    pytest.param(
+        "UPDATE quarantine SET source_line = 99 WHERE source_line = 6",
+        [("f", 6)],
+        [],
+        id="quarantine-row-names-a-line-never-read",
+    ),
 ]
 
 
@@ -195,3 +208,22 @@ def test_account_day_finds_lost_and_doubled_rows(con, tamper, lost, doubled):
     assert (result.lost, result.doubled) == (lost, doubled)
     raw, clean, quarantine = outcomes(con, D20)
     assert Counter(clean + quarantine) != Counter(raw)
+
+
+def test_fingerprint_counts_equal_line_by_line_counts(con):
+    """A balanced day is decided by fingerprint alone; its counts are the line-by-line ones."""
+    days = mixed_files(con)
+    for day in days:
+        fast, exact = account_day(con, day), _lines_accounted(con, day)
+        assert fast.balanced and exact.balanced
+        assert (fast.raw, fast.clean_from_raw, fast.quarantined) == (
+            exact.raw,
+            exact.clean_from_raw,
+            exact.quarantined,
+        )
+    assert [account_day(con, day).raw for day in days] == [
+        con.execute("SELECT count(*) FROM raw_readings WHERE partition_date = ?", [day]).fetchone()[
+            0
+        ]
+        for day in days
+    ]

@@ -86,8 +86,13 @@ def validate_day(con, table: str, schema: pa.DataFrameSchema, day: dt.date):
             failures.append(errors.failure_cases)
     if unique:
         keys = ", ".join(unique)
+        # Grouped first by one 64-bit hash of the key: equal keys have equal hashes, and only
+        # the rows of a hash seen twice are grouped by the key itself (raw rows: 1.0 -> 0.6 s).
         doubled = con.sql(
-            f"""SELECT {keys}, count(*) AS times FROM {table} WHERE partition_date = $day
+            f"""SELECT {keys}, count(*) AS times FROM {table}
+                WHERE partition_date = $day AND hash({keys}) IN (
+                    SELECT hash({keys}) FROM {table} WHERE partition_date = $day
+                    GROUP BY ALL HAVING count(*) > 1)
                 GROUP BY ALL HAVING count(*) > 1 ORDER BY ALL LIMIT {FAILURE_SAMPLE}""",
             params={"day": day},
         ).df()

@@ -53,8 +53,16 @@ def land_file(
         size = zone.data_path(sha).stat().st_size
         try:
             table = read_meter_csv(zone.data_path(sha), settings.max_inflated_bytes).table
+            placement = file_placement(table, arrival, settings)
             sidecar = Sidecar(
-                sha, path.name, size, arrival, ACCEPTED, file_days(table, arrival, settings)
+                sha,
+                path.name,
+                size,
+                arrival,
+                ACCEPTED,
+                placement.days,
+                first_day=placement.first_day,
+                first_day_recorded=True,
             )
         except RejectedFile as rejected:
             sidecar = Sidecar(sha, path.name, size, arrival, REJECTED, reason=rejected.reason)
@@ -65,6 +73,16 @@ def land_file(
     return landed
 
 
+@dataclass(frozen=True)
+class FileRows:
+    """A landed file's rows as read, with what placing them needs."""
+
+    table: pa.Table
+    source_file: str  # SHA-256
+    arrival: dt.datetime
+    first_day: dt.date | None  # ``Placement.first_day``
+
+
 def placed_file_rows(
     con: duckdb.DuckDBPyConnection,
     table: pa.Table,
@@ -73,23 +91,22 @@ def placed_file_rows(
     settings: Settings,
 ) -> duckdb.DuckDBPyRelation:
     """The file's rows as ``raw_readings`` columns with their ``partition_date``."""
-    return placed_rows(con, [(table, sha, arrival)], settings)
+    first_day = file_placement(table, arrival, settings).first_day
+    return placed_rows(con, [FileRows(table, sha, arrival, first_day)], settings)
 
 
 def placed_rows(
-    con: duckdb.DuckDBPyConnection,
-    files: list[tuple[pa.Table, str, dt.datetime]],
-    settings: Settings,
+    con: duckdb.DuckDBPyConnection, files: list[FileRows], settings: Settings
 ) -> duckdb.DuckDBPyRelation:
-    """The rows of several files (table, SHA-256, arrival) as one relation of ``raw_readings``
-    columns with their ``partition_date``, over the Arrow tables it registers as ``file_rows``
-    and ``file_list`` (the caller unregisters them once the relation is consumed).
+    """The rows of several files as one relation of ``raw_readings`` columns with their
+    ``partition_date``, over the Arrow tables it registers as ``file_rows`` and ``file_list``
+    (the caller unregisters them once the relation is consumed).
 
     One relation, so that a day is one insert: an insert per file leaves part-filled row groups
     that the commit then has to merge, which cost a second per 50,000-meter day."""
     numbered = [
-        table.append_column("file_no", pa.array(np.full(table.num_rows, i, np.int32)))
-        for i, (table, _, _) in enumerate(files)
+        f.table.append_column("file_no", pa.array(np.full(f.table.num_rows, i, np.int32)))
+        for i, f in enumerate(files)
     ]
     con.register("file_rows", pa.concat_tables(numbered))
     con.register(
@@ -97,17 +114,9 @@ def placed_rows(
         pa.table(
             {
                 "file_no": pa.array(range(len(files)), pa.int32()),
-                "source_file": pa.array([sha for _, sha, _ in files], pa.string()),
-                "arrival_time": pa.array(
-                    [arrival for _, _, arrival in files], pa.timestamp("us", tz="UTC")
-                ),
-                "first_day": pa.array(
-                    [
-                        file_placement(table, arrival, settings).first_day
-                        for table, _, arrival in files
-                    ],
-                    pa.date32(),
-                ),
+                "source_file": pa.array([f.source_file for f in files], pa.string()),
+                "arrival_time": pa.array([f.arrival for f in files], pa.timestamp("us", tz="UTC")),
+                "first_day": pa.array([f.first_day for f in files], pa.date32()),
             }
         ),
     )

@@ -66,6 +66,18 @@ def sync_raw_files(con: duckdb.DuckDBPyConnection, sidecars: list[Sidecar]) -> N
         cursor.execute("INSERT INTO raw_files BY NAME SELECT * FROM sidecar_rows")
 
 
+def _file_rows(zone: RawZone, sidecar: Sidecar, settings: Settings) -> landing.FileRows:
+    """The file's rows read again from the raw zone, placed as the sidecar recorded (a sidecar
+    from before first days were recorded has its file's first day found again)."""
+    table = read_meter_csv(zone.data_path(sidecar.source_file), settings.max_inflated_bytes).table
+    first_day = (
+        sidecar.first_day
+        if sidecar.first_day_recorded
+        else landing.file_placement(table, sidecar.arrival_time, settings).first_day
+    )
+    return landing.FileRows(table, sidecar.source_file, sidecar.arrival_time, first_day)
+
+
 def build_raw_readings(
     con: duckdb.DuckDBPyConnection, settings: Settings, day: dt.date
 ) -> DayReport:
@@ -78,16 +90,8 @@ def build_raw_readings(
     # a staged copy of millions of rows would cost as much as the insert itself.
     with replacing_days(con, ["raw_readings"], [day]):
         if files:
-            cap = settings.max_inflated_bytes
-            tables = [
-                (
-                    read_meter_csv(zone.data_path(s.source_file), cap).table,
-                    s.source_file,
-                    s.arrival_time,
-                )
-                for s in files
-            ]
-            placed = landing.placed_rows(con, tables, settings)
+            rows = [_file_rows(zone, s, settings) for s in files]
+            placed = landing.placed_rows(con, rows, settings)
             placed.filter(f"partition_date = DATE '{day.isoformat()}'").insert_into("raw_readings")
             con.unregister("file_rows")
             con.unregister("file_list")

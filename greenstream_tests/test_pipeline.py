@@ -1,10 +1,14 @@
-"""``pipeline.sync_raw_files``: the raw_files table is the raw zone's sidecars, exactly."""
+"""``pipeline``'s raw rows: ``raw_files`` mirrors the raw zone's sidecars exactly, and rows are
+placed on the days their sidecar recorded."""
 
 import datetime as dt
+import json
 
 from greenstream_dagster import pipeline
+from greenstream_dagster.landing import land_file
 from greenstream_dagster.storage import warehouse
-from greenstream_dagster.storage.raw_zone import ACCEPTED, REJECTED, Sidecar
+from greenstream_dagster.storage.raw_zone import ACCEPTED, REJECTED, RawZone, Sidecar
+from greenstream_tests.support import write_csv
 
 ARRIVAL = dt.datetime(2026, 11, 20, 6, 0, tzinfo=dt.UTC)
 D1, D2 = dt.date(2026, 11, 19), dt.date(2026, 11, 20)
@@ -26,3 +30,53 @@ def test_raw_files_mirror_the_sidecars_and_drop_what_is_gone():
         ("a" * 64, "day.csv", 120, ARRIVAL, [D1, D2], ACCEPTED, None),
         ("b" * 64, "bad.csv", 7, ARRIVAL, [], REJECTED, "not UTF-8"),
     ]
+
+
+def _raw_rows(settings, days):
+    with warehouse.connect(settings.warehouse_path) as con:
+        for day in days:
+            pipeline.build_raw_readings(con, settings, day)
+        return con.execute(
+            "SELECT source_line, partition_date FROM raw_readings ORDER BY 1"
+        ).fetchall()
+
+
+def test_rows_without_a_day_go_to_the_first_day_the_sidecar_recorded(settings, tmp_path):
+    """Landing records the file's first day; loading its rows uses it, and a sidecar written
+    before first days were recorded has it found again, with the same rows as the result."""
+    d20, d21 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
+    path = write_csv(
+        tmp_path / "f.csv",
+        [
+            ("m1", "2026-11-20T10:00:00Z", "abc", "kW"),  # line 2: no valid value on the 20th
+            ("m1", "not a time", "1.0", "kW"),  # line 3: no day of its own
+            ("m1", "2026-11-21T10:00:00Z", "1.0", "kW"),  # line 4: the first valid row
+        ],
+    )
+    sidecar = land_file(path, settings, arrival=dt.datetime(2026, 11, 22, tzinfo=dt.UTC)).sidecar
+    assert (sidecar.days, sidecar.first_day, sidecar.first_day_recorded) == ([d20, d21], d21, True)
+    expected = [(2, d20), (3, d21), (4, d21)]
+    assert _raw_rows(settings, sidecar.days) == expected
+
+    # the same sidecar as an earlier version wrote it: no first_day key
+    sidecar_path = RawZone(settings.raw_dir).sidecar_path(sidecar.source_file)
+    data = json.loads(sidecar_path.read_text())
+    del data["first_day"]
+    sidecar_path.chmod(0o644)
+    sidecar_path.write_text(json.dumps(data))
+    old = RawZone(settings.raw_dir).sidecar(sidecar.source_file)
+    assert (old.first_day, old.first_day_recorded) == (None, False)
+    assert _raw_rows(settings, sidecar.days) == expected
+
+
+def test_a_sidecar_records_no_first_day_when_every_row_has_a_day(settings, tmp_path):
+    path = write_csv(tmp_path / "f.csv", [("m1", "2026-11-20T10:00:00Z", "1.0", "kW")])
+    sidecar = land_file(path, settings, arrival=dt.datetime(2026, 11, 22, tzinfo=dt.UTC)).sidecar
+    stored = RawZone(settings.raw_dir).sidecar(sidecar.source_file)
+    assert (stored.first_day, stored.first_day_recorded) == (None, True)
+    assert (
+        json.loads(RawZone(settings.raw_dir).sidecar_path(sidecar.source_file).read_text())[
+            "first_day"
+        ]
+        is None
+    )

@@ -35,11 +35,19 @@ class Sidecar:
     status: str  # ACCEPTED or REJECTED
     days: list[dt.date] = field(default_factory=list)
     reason: str | None = None
+    # The day the file's rows without a day of their own go to (``landing.Placement``); None
+    # when every row has a day of its own. Recorded at landing so that loading the rows does
+    # not look for it again; sidecars written before it was recorded lack it.
+    first_day: dt.date | None = None
+    first_day_recorded: bool = False  # not written: the key's presence in the JSON says it
 
     def to_json(self) -> str:
         data = asdict(self)
         data["arrival_time"] = self.arrival_time.isoformat()
         data["days"] = [d.isoformat() for d in self.days]
+        del data["first_day"], data["first_day_recorded"]
+        if self.first_day_recorded:
+            data["first_day"] = self.first_day.isoformat() if self.first_day else None
         return json.dumps(data, indent=2, ensure_ascii=False)
 
     @classmethod
@@ -47,6 +55,10 @@ class Sidecar:
         data = json.loads(text)
         data["arrival_time"] = dt.datetime.fromisoformat(data["arrival_time"])
         data["days"] = [dt.date.fromisoformat(d) for d in data["days"]]
+        if "first_day" in data:
+            first = data["first_day"]
+            data["first_day"] = dt.date.fromisoformat(first) if first else None
+            data["first_day_recorded"] = True
         return cls(**data)
 
 

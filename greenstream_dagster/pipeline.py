@@ -32,8 +32,6 @@ from .storage import archive
 from .storage.raw_zone import ACCEPTED, RawZone, Sidecar
 from .storage.warehouse import replace_days, replacing_days, transaction
 
-READERS = 2  # threads reading a day's files
-
 
 @dataclass
 class DayReport:
@@ -95,7 +93,7 @@ def build_raw_readings(
         if files:
             # Two readers: parsing releases the GIL, so the files of a day are read in about
             # 0.55 s instead of 0.75 s on two cores.
-            with ThreadPoolExecutor(max_workers=READERS) as pool:
+            with ThreadPoolExecutor(max_workers=landing.READERS) as pool:
                 rows = list(pool.map(lambda s: _file_rows(zone, s, settings), files))
             placed = landing.placed_rows(con, rows, settings)
             placed.filter(f"partition_date = DATE '{day.isoformat()}'").insert_into("raw_readings")

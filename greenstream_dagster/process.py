@@ -16,7 +16,7 @@ import dagster as dg
 import duckdb
 
 from .alerts import raise_alert
-from .landing import Landed, land_file
+from .landing import Landed, land_files
 from .orchestration.assets import ASSETS, DAILY
 from .orchestration.checks import CHECKS
 from .orchestration.resources import resources_for, warehouse_connection
@@ -217,7 +217,7 @@ def process_files(
     files: list[Path], settings: Settings, dagster_home: str | None = None
 ) -> ProcessOutcome:
     """Land ``files`` in the given order (that is their arrival order), then run their days."""
-    landed = [land_file(Path(f), settings) for f in files]
+    landed = land_files([Path(f) for f in files], settings)
     touched = {
         day for item in landed if item.sidecar.status != REJECTED for day in item.sidecar.days
     }

@@ -213,13 +213,20 @@ def file_days(table: pa.Table, arrival: dt.datetime, settings: Settings) -> list
 
 
 _SCRATCH = threading.local()
+_SCRATCH_LOCK = threading.Lock()
+_SCRATCH_DATABASE: list[duckdb.DuckDBPyConnection] = []
 
 
 def _scratch_connection() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB kept per thread: opening one per file costs ~30 ms."""
+    """A cursor per thread on one in-memory DuckDB kept for the process: opening one per file
+    costs ~30 ms, and a database per thread would keep its own memory (0.1 to 0.2 GB more
+    resident after a batch landed on two threads)."""
     con = getattr(_SCRATCH, "con", None)
     if con is None:
-        con = duckdb.connect()
+        with _SCRATCH_LOCK:
+            if not _SCRATCH_DATABASE:
+                _SCRATCH_DATABASE.append(duckdb.connect())
+            con = _SCRATCH_DATABASE[0].cursor()
         con.execute("SET TimeZone = 'UTC'")
         _SCRATCH.con = con
     return con

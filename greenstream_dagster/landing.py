@@ -74,20 +74,20 @@ def land_files(paths: list[Path], settings: Settings, workers: int = READERS) ->
     zone = RawZone(settings.raw_dir)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         shas = list(pool.map(zone.store, paths))
-        arrivals: dict[str, tuple[Path, dt.datetime]] = {}
+        arrivals: dict[str, tuple[str, dt.datetime]] = {}  # new files: name, arrival
         last = None
         for path, sha in zip(paths, shas, strict=True):
             if sha in arrivals or zone.is_landed(sha):
                 continue
             now = dt.datetime.now(dt.UTC)
             last = max(now, last + dt.timedelta(microseconds=1)) if last else now
-            arrivals[sha] = (path, last)
-        examined = list(
-            pool.map(
-                lambda item: _examined(zone, item[0], item[1][0].name, item[1][1], settings),
-                arrivals.items(),
-            )
-        )
+            arrivals[sha] = (path.name, last)
+
+        def examine(sha: str) -> Sidecar:
+            name, arrival = arrivals[sha]
+            return _examined(zone, sha, name, arrival, settings)
+
+        examined = list(pool.map(examine, arrivals))
     for sidecar in examined:
         zone.write_sidecar(sidecar)
     new = {sidecar.source_file: sidecar for sidecar in examined}

@@ -207,11 +207,6 @@ def file_placement(table: pa.Table, arrival: dt.datetime, settings: Settings) ->
         con.unregister("file_rows")
 
 
-def file_days(table: pa.Table, arrival: dt.datetime, settings: Settings) -> list[dt.date]:
-    """The UTC days the file's rows belong to: the days its sidecar records."""
-    return file_placement(table, arrival, settings).days
-
-
 _SCRATCH = threading.local()
 _SCRATCH_LOCK = threading.Lock()
 _SCRATCH_DATABASE: list[duckdb.DuckDBPyConnection] = []

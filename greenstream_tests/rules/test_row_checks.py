@@ -347,12 +347,12 @@ def test_file_without_valid_rows_goes_to_its_arrival_day(con):
 
 
 def landing_days(lines: list, arrival: dt.datetime, settings: Settings) -> list[dt.date]:
-    """The days a file's sidecar records when it lands (``landing.file_days``, an aggregate)."""
+    """The days a file's sidecar records when it lands (``landing.file_placement``)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "f.csv"
         text = [line if isinstance(line, str) else ",".join(line) for line in lines]
         path.write_text("\n".join([HEADER, *text]) + "\n", encoding="utf-8")
-        return landing.file_days(read_meter_csv(path).table, arrival, settings)
+        return landing.file_placement(read_meter_csv(path).table, arrival, settings).days
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -29,6 +31,8 @@ from .storage.raw_zone import ACCEPTED, REJECTED, RawZone, Sidecar
 # Threads reading meter files at once: parsing and hashing release the GIL, and the machine
 # this is sized for has two cores.
 READERS = 2
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -49,45 +53,48 @@ def land_file(
 
     Files taken from the landing folder should pass ``follow_symlinks=False``: a name seen as a
     plain file may be a link by the time it is opened (see ``RawZone.store``)."""
-    zone = RawZone(settings.raw_dir)
-    sha = zone.store(path, follow_symlinks=follow_symlinks)
-    if zone.is_landed(sha):
-        landed = Landed(zone.sidecar(sha), already_landed=True)
-    else:
-        sidecar = _examined(zone, sha, path.name, arrival or dt.datetime.now(dt.UTC), settings)
-        zone.write_sidecar(sidecar)
-        landed = Landed(sidecar, already_landed=False)
+    [landed] = land_files(
+        [path], settings, workers=1, arrival=arrival, follow_symlinks=follow_symlinks
+    )
     if remove_source:
         path.unlink(missing_ok=True)
     return landed
 
 
-def land_files(paths: list[Path], settings: Settings, workers: int = READERS) -> list[Landed]:
-    """Land ``paths`` as ``land_file`` would one after the other, in that order (their arrival
-    order), with the hashing and the reading on ``workers`` threads: both release the GIL, and
-    a month of files lands in about two thirds of the time.
+def land_files(
+    paths: list[Path],
+    settings: Settings,
+    *,
+    workers: int = READERS,
+    arrival: dt.datetime | None = None,
+    follow_symlinks: bool = True,
+) -> list[Landed]:
+    """Land ``paths`` in that order (their arrival order), the hashing and the reading on
+    ``workers`` threads: both release the GIL, and a month of files lands in about two thirds
+    of the time it takes one by one.
 
-    The order decides what it always did: each new file's arrival time is taken in order (one
-    microsecond apart at least, so "latest arrival wins" keeps the order given), and of the same
-    bytes given twice the first lands and the second is ``already_landed``. Sidecars are written
-    in order once every file is read."""
+    The order decides what it would one by one: each new file's arrival time (``arrival``, or
+    now, for the first) is taken in order, one microsecond apart at least, so "latest arrival
+    wins" keeps the order given; of the same bytes given twice the first lands and the second
+    is ``already_landed``. Sidecars are written in order once every file is read."""
     zone = RawZone(settings.raw_dir)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        shas = list(pool.map(zone.store, paths))
-        arrivals: dict[str, tuple[str, dt.datetime]] = {}  # new files: name, arrival
-        last = None
-        for path, sha in zip(paths, shas, strict=True):
-            if sha in arrivals or zone.is_landed(sha):
-                continue
-            now = dt.datetime.now(dt.UTC)
-            last = max(now, last + dt.timedelta(microseconds=1)) if last else now
-            arrivals[sha] = (path.name, last)
+    shas = on_readers(
+        lambda path: zone.store(path, follow_symlinks=follow_symlinks), paths, workers
+    )
+    arrivals: dict[str, tuple[str, dt.datetime]] = {}  # new files: name, arrival
+    last = None
+    for path, sha in zip(paths, shas, strict=True):
+        if sha in arrivals or zone.is_landed(sha):
+            continue
+        now = arrival if last is None and arrival else dt.datetime.now(dt.UTC)
+        last = max(now, last + dt.timedelta(microseconds=1)) if last else now
+        arrivals[sha] = (path.name, last)
 
-        def examine(sha: str) -> Sidecar:
-            name, arrival = arrivals[sha]
-            return _examined(zone, sha, name, arrival, settings)
+    def examine(sha: str) -> Sidecar:
+        name, arrived = arrivals[sha]
+        return _examined(zone, sha, name, arrived, settings)
 
-        examined = list(pool.map(examine, arrivals))
+    examined = on_readers(examine, list(arrivals), workers)
     for sidecar in examined:
         zone.write_sidecar(sidecar)
     new = {sidecar.source_file: sidecar for sidecar in examined}
@@ -96,6 +103,14 @@ def land_files(paths: list[Path], settings: Settings, workers: int = READERS) ->
         sidecar = new.pop(sha, None)
         landed.append(Landed(sidecar or zone.sidecar(sha), already_landed=sidecar is None))
     return landed
+
+
+def on_readers(function: Callable[[T], R], items: list[T], workers: int = READERS) -> list[R]:
+    """``function`` of each item, in order, on ``workers`` threads (on this one for one)."""
+    if workers == 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(function, items))
 
 
 def _examined(

@@ -9,7 +9,6 @@ stage their rows in temp tables first (``warehouse.replace_days``); the raw rows
 from __future__ import annotations
 
 import datetime as dt
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import duckdb
@@ -91,10 +90,9 @@ def build_raw_readings(
     # a staged copy of millions of rows would cost as much as the insert itself.
     with replacing_days(con, ["raw_readings"], [day]):
         if files:
-            # Two readers: parsing releases the GIL, so the files of a day are read in about
-            # 0.55 s instead of 0.75 s on two cores.
-            with ThreadPoolExecutor(max_workers=landing.READERS) as pool:
-                rows = list(pool.map(lambda s: _file_rows(zone, s, settings), files))
+            # On landing's readers: the files of a day are read in about 0.55 s instead of
+            # 0.75 s on two cores.
+            rows = landing.on_readers(lambda s: _file_rows(zone, s, settings), files)
             placed = landing.placed_rows(con, rows, settings)
             placed.filter(f"partition_date = DATE '{day.isoformat()}'").insert_into("raw_readings")
             con.unregister("file_rows")

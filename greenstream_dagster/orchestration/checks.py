@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
-import pandera.pandas as pa
+import pandera.polars as pa
+import polars as pl
 import pyarrow as pa_arrow
 from dagster_duckdb import DuckDBResource
 from pandera.errors import SchemaErrors
@@ -61,7 +62,7 @@ def _regrouped(reader: pa_arrow.RecordBatchReader, rows: int) -> Iterator[pa_arr
 
 def validate_day(con, table: str, schema: pa.DataFrameSchema, day: dt.date):
     """Validate the day's rows in batches, so a 50,000-meter day never sits in memory as one
-    pandas frame; uniqueness across the whole day is asked of DuckDB instead.
+    frame. Uniqueness spans the batches: each batch leaves only a 64-bit hash of every key.
 
     Returns (rows checked, failure cases or None).
     """
@@ -71,31 +72,28 @@ def validate_day(con, table: str, schema: pa.DataFrameSchema, day: dt.date):
     )
     failures = []
     rows = 0
+    key_hashes: list[pl.Series] = []
     con = con.cursor()  # its own result stream, whatever the caller left open
     # Only the columns the schema looks at: the others would be converted for nothing.
-    columns = ", ".join(f'"{name}"' for name in schema.columns)
+    columns = ", ".join(f'"{name}"' for name in dict.fromkeys([*schema.columns, *unique]))
     reader = con.sql(
         f"SELECT {columns} FROM {table} WHERE partition_date = $day", params={"day": day}
     ).to_arrow_reader(BATCH_ROWS)
     for batch in _regrouped(reader, BATCH_ROWS):
-        frame = batch.to_pandas(date_as_object=False)  # a date column as datetime64, not objects
+        frame = pl.from_arrow(batch)  # Arrow's buffers, not a copy
         rows += len(frame)
+        if unique:
+            key_hashes.append(frame.select(pl.struct(unique).hash(seed=0)).to_series())
         try:
             per_batch.validate(frame, lazy=True)
         except SchemaErrors as errors:
-            failures.append(errors.failure_cases)
-    if unique:
-        keys = ", ".join(unique)
-        # Grouped first by one 64-bit hash of the key: equal keys have equal hashes, and only
-        # the rows of a hash seen twice are grouped by the key itself (raw rows: 1.0 -> 0.6 s).
-        doubled = con.sql(
-            f"""SELECT {keys}, count(*) AS times FROM {table}
-                WHERE partition_date = $day AND hash({keys}) IN (
-                    SELECT hash({keys}) FROM {table} WHERE partition_date = $day
-                    GROUP BY ALL HAVING count(*) > 1)
-                GROUP BY ALL HAVING count(*) > 1 ORDER BY ALL LIMIT {FAILURE_SAMPLE}""",
-            params={"day": day},
-        ).df()
+            failures.append(errors.failure_cases.to_pandas())
+    # Equal keys have equal hashes: when no hash repeats, no key does. Only a repeat (a doubled
+    # key, or two keys sharing a hash) asks DuckDB for the keys themselves, to name them. A
+    # second scan of the day for every check cost 0.6 s for the raw rows, 0.5 s for the clean.
+    hashes = pl.concat(key_hashes) if key_hashes else None
+    if hashes is not None and hashes.n_unique() < len(hashes):  # is_duplicated: 6x slower
+        doubled = _doubled_keys(con, table, unique, day)
         if len(doubled):
             failures.append(
                 pd.DataFrame(
@@ -107,6 +105,19 @@ def validate_day(con, table: str, schema: pa.DataFrameSchema, day: dt.date):
                 )
             )
     return rows, (pd.concat(failures, ignore_index=True) if failures else None)
+
+
+def _doubled_keys(con, table: str, unique: list[str], day: dt.date) -> pd.DataFrame:
+    """The first keys of the day that more than one row holds, with how many."""
+    keys = ", ".join(unique)
+    return con.sql(
+        f"""SELECT {keys}, count(*) AS times FROM {table}
+            WHERE partition_date = $day AND hash({keys}) IN (
+                SELECT hash({keys}) FROM {table} WHERE partition_date = $day
+                GROUP BY ALL HAVING count(*) > 1)
+            GROUP BY ALL HAVING count(*) > 1 ORDER BY ALL LIMIT {FAILURE_SAMPLE}""",
+        params={"day": day},
+    ).df()
 
 
 ACCOUNTING = dg.AssetCheckSpec(

@@ -17,23 +17,23 @@ import pandas as pd
 import pandera.polars as pa
 import polars as pl
 import pyarrow as pa_arrow
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    # Not exported: what AssetCheckResult itself records as the materialization a check saw.
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from dagster_duckdb import DuckDBResource
 from pandera.errors import SchemaErrors
 
 from ..rules import accounting
 from ..rules.schemas import schemas
 from ..storage import archive
-from .assets import DAILY, POOL, RETRY
+from .assets import DAILY, POOL, RETRY, each_day
 from .resources import GreenstreamSettings, warehouse_connection
 
 FAILURE_SAMPLE = 20
 # Rows validated at a time: bounded memory however many meters a day has.
 BATCH_ROWS = 1_000_000
 BLOCKING_SCHEMAS = {"standardized_readings"}
-
-
-def _day(context) -> dt.date:
-    return dt.date.fromisoformat(context.partition_key)
 
 
 def _markdown(frame) -> str:
@@ -238,16 +238,53 @@ def _rate_spec(name, asset, description, compute, threshold, counts, additional_
     return spec, rate_result(asset, name, compute, threshold, counts)
 
 
+def _materialization_seen(context, asset_key: dg.AssetKey, day: dt.date):
+    """The day's latest materialization of the checked asset: the UI shows a check result as
+    current while it refers to that materialization."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[day.isoformat()]), limit=1
+    ).records
+    if not records:
+        return None
+    return AssetCheckEvaluationTargetMaterializationData(
+        storage_id=records[0].storage_id,
+        run_id=records[0].event_log_entry.run_id,
+        timestamp=records[0].timestamp,
+    )
+
+
+def day_evaluation(
+    context, spec: dg.AssetCheckSpec, result: dg.AssetCheckResult, day: dt.date
+) -> dg.AssetCheckEvaluation:
+    """A check's result recorded on its day. Dagster records an AssetCheckResult on the run's
+    partition, and on none in a run over a range of days; an evaluation names its day, so a
+    backfill run over a month reports every check of every day, as a run of one day does."""
+    return dg.AssetCheckEvaluation(
+        asset_key=spec.asset_key,
+        check_name=spec.name,
+        passed=result.passed,
+        metadata=result.metadata,
+        target_materialization_data=_materialization_seen(context, spec.asset_key, day),
+        severity=result.severity,
+        description=result.description,
+        blocking=spec.blocking,
+        partition=day.isoformat(),
+    )
+
+
 def check_group(name: str, description: str, checks) -> dg.AssetChecksDefinition:
     """Several checks of the day run as one step (one Dagster step costs about 0.1 s however
     little it checks); each keeps its own result, severity and blocking in the UI, and any one
-    of them can still be run alone."""
+    of them can still be run alone. In a run over several days, every day is checked in turn
+    and each result is recorded on its day; a blocking check failing on any day fails the step,
+    so no archive of the run is written."""
+    specs = {spec.key: spec for spec, _ in checks}
     functions = {spec.key: function for spec, function in checks}
 
     @dg.multi_asset_check(
         name=name,
         description=description,
-        specs=[spec for spec, _ in checks],
+        specs=list(specs.values()),
         can_subset=True,
         pool=POOL,
         retry_policy=RETRY,
@@ -258,12 +295,21 @@ def check_group(name: str, description: str, checks) -> dg.AssetChecksDefinition
         duckdb: DuckDBResource,
     ):
         settings = greenstream.settings()
-        day = _day(context)
+        selected = [key for key in functions if key in context.selected_asset_check_keys]
         with warehouse_connection(duckdb) as con:
-            for key, function in functions.items():
-                if key in context.selected_asset_check_keys:
-                    yield function(con, settings, day)
+            evaluations = each_day(
+                context,
+                lambda day: [
+                    day_evaluation(context, specs[key], functions[key](con, settings, day), day)
+                    for key in selected
+                ],
+            )
+        yield from (evaluation for day in evaluations for evaluation in day)
+        # The check's output, which the steps gated by a blocking check wait for.
+        for key in selected:
+            yield dg.Output(None, output_name=output_names[key])
 
+    output_names = {key: _checks.get_output_name_for_asset_check_key(key) for key in specs}
     return _checks
 
 

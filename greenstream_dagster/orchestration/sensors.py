@@ -30,8 +30,8 @@ daily_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*ASSET_KEYS),
     description=(
         "Every asset and check of one UTC day. To re-process a range of days, launch the "
-        "backfill from this job (Materialize all, choose the days): one run per day, oldest "
-        "first, and each day's check results recorded on that day."
+        "backfill from this job (Materialize all, choose the days): one run goes through the "
+        "days oldest first, and each day's check results are recorded on that day."
     ),
 )
 
@@ -133,7 +133,13 @@ def landing_sensor(context: dg.SensorEvaluationContext, greenstream: Greenstream
 )
 def run_failure_alert(context: dg.RunFailureSensorContext, greenstream: GreenstreamSettings):
     run = context.dagster_run
-    partition = run.tags.get("dagster/partition", "-")
+    tags = run.tags
+    partition = tags.get("dagster/partition") or (
+        f"{tags['dagster/asset_partition_range_start']} to "
+        f"{tags.get('dagster/asset_partition_range_end')}"
+        if "dagster/asset_partition_range_start" in tags
+        else "-"
+    )
     raise_alert(
         greenstream.settings(),
         "run_failed",

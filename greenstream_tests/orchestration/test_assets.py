@@ -12,6 +12,8 @@ from greenstream_dagster.landing import land_file
 from greenstream_dagster.orchestration.assets import ASSETS
 from greenstream_dagster.orchestration.checks import CHECKS, SCHEMA_TABLES
 from greenstream_dagster.orchestration.resources import resources_for
+from greenstream_dagster.process import RANGE_END_TAG, RANGE_START_TAG, consecutive, run_days
+from greenstream_dagster.settings import Settings
 from greenstream_dagster.storage import archive
 from greenstream_tests.support import series, write_csv
 
@@ -138,3 +140,109 @@ def test_blocking_check_failure_stops_the_archive(tmp_path, settings, monkeypatc
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "parquet_archive" not in materialized
     assert not archive.day_path(settings.archive_dir, dt.date.fromisoformat(DAYS[0])).exists()
+
+
+# --- a run over a range of days (a backfill from the web UI, `greenstream process`) ----------
+
+
+def materialize_range(settings, days, instance):
+    return dg.materialize(
+        [*ASSETS, *CHECKS],
+        resources=resources_for(settings),
+        instance=instance,
+        raise_on_error=False,
+        tags={RANGE_START_TAG: days[0], RANGE_END_TAG: days[-1]},
+    )
+
+
+def test_one_run_over_the_days_gives_the_same_outputs_and_checks_each_day(processed, tmp_path):
+    """The three days in one run: the same rows as three runs, each check's result recorded on
+    its day (and pointing at that day's materialization), every asset materialized per day."""
+    by_day, _, _ = processed
+    settings = Settings(home=tmp_path / "range_home")
+    for day in DAYS:
+        land_file(day_file(tmp_path, day), settings)
+    result = materialize_range(settings, DAYS, dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert snapshot(settings) == snapshot(by_day)
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 30
+    assert {(e.check_name, e.partition) for e in evaluations} == {
+        (name, day) for name in {e.check_name for e in evaluations} for day in DAYS
+    }
+    assert all(e.passed for e in evaluations)
+    assert all(e.target_materialization_data is not None for e in evaluations)
+    materialized = {
+        (e.asset_key.to_user_string(), e.partition)
+        for e in result.get_asset_materialization_events()
+    }
+    assert materialized == {(key, day) for key in (*TABLES, "parquet_archive") for day in DAYS}
+
+
+def fails_on(day: str):
+    """Schemas whose clean-data check fails on ``day`` only (every row of it)."""
+    from greenstream_dagster.rules import schemas as schemas_module
+
+    def schemas(s):
+        found = schemas_module.schemas(s)
+        not_that_day = schemas_module.pa.Check(
+            lambda data: data.lazyframe.select(
+                schemas_module.pl.col("partition_date") != dt.date.fromisoformat(day)
+            ),
+            error=f"not {day}",
+        )
+        found["standardized_readings"] = found["standardized_readings"].add_columns(
+            {"partition_date": schemas_module.pa.Column(checks=not_that_day)}
+        )
+        return found
+
+    return schemas
+
+
+def test_a_blocking_failure_on_one_day_of_a_run_stops_the_runs_archive(
+    tmp_path, settings, monkeypatch
+):
+    """Its check fails on that day only, the others pass; no archive of the run is written."""
+    monkeypatch.setattr("greenstream_dagster.orchestration.checks.schemas", fails_on(DAYS[1]))
+    for day in DAYS:
+        land_file(day_file(tmp_path, day), settings)
+    result = materialize_range(settings, DAYS, dg.DagsterInstance.ephemeral())
+    assert not result.success
+    schema_results = {
+        e.partition: e.passed
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "standardized_readings_schema"
+    }
+    assert schema_results == {DAYS[0]: True, DAYS[1]: False, DAYS[2]: True}
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "parquet_archive" not in materialized
+    for day in DAYS:
+        assert not archive.day_path(settings.archive_dir, dt.date.fromisoformat(day)).exists()
+
+
+def test_process_reports_each_day_of_its_run(tmp_path, settings, monkeypatch):
+    """``greenstream process`` runs consecutive days as one run: the failed check is reported
+    on its day, and every day of the run is reported failed (none was archived)."""
+    monkeypatch.setattr("greenstream_dagster.orchestration.checks.schemas", fails_on(DAYS[1]))
+    for day in DAYS:
+        land_file(day_file(tmp_path, day), settings)
+    days = [dt.date.fromisoformat(d) for d in DAYS]
+    outcomes = run_days(days, settings, dg.DagsterInstance.ephemeral())
+    assert [(o.day, o.success, o.failed_checks) for o in outcomes] == [
+        (days[0], False, []),
+        (days[1], False, ["standardized_readings:standardized_readings_schema"]),
+        (days[2], False, []),
+    ]
+    assert all(o.failed_steps == ["clean_checks"] for o in outcomes)
+    assert [o.summary["clean"] for o in outcomes] == [192, 192, 192]
+
+
+def test_consecutive_days_make_one_run():
+    d = dt.date(2026, 11, 18)
+    days = [d + dt.timedelta(n) for n in (5, 0, 1, 2, 7, 8)]
+    assert consecutive(days) == [
+        [d, d + dt.timedelta(1), d + dt.timedelta(2)],
+        [d + dt.timedelta(5)],
+        [d + dt.timedelta(7), d + dt.timedelta(8)],
+    ]
+    assert consecutive([]) == []

@@ -320,14 +320,14 @@ def alerts(home: Path) -> list[dict]:
 def test_locked_warehouse_run_waits_and_succeeds(tmp_path):
     """One day's run (the same call ``greenstream process`` makes) while another process holds
     the warehouse for a few seconds: it waits with backoff and succeeds."""
-    from greenstream_dagster.process import run_day
+    from greenstream_dagster.process import run_days
 
     home, second = processed_home(tmp_path)
     settings = Settings(home=home)
     land_file(second, settings)
     holder = hold_lock(settings.warehouse_path, 3)
     try:
-        outcome = run_day(DAY, settings, dg.DagsterInstance.ephemeral())
+        [outcome] = run_days([DAY], settings, dg.DagsterInstance.ephemeral())
     finally:
         kill(holder)
     assert (outcome.success, outcome.failed_steps, outcome.failed_checks) == (True, [], [])

@@ -20,13 +20,13 @@ In one run it
 3. times a floor in the same run: a minimal DuckDB script, also a subprocess, that only reads the
    same CSV files (``read_csv``, every column as text) and writes them as zstd Parquet; it
    prints the ratio pipeline / floor;
-4. times a backfill of all ``--days`` days done as one process (``greenstream process`` over
-   every file, which lands them and then materializes each day in order) with rows per second
-   and peak memory, and per day: the run's time and its peak RSS (sampled from
-   ``/proc/<pid>/status`` every 50 ms and tied to the run by the event log's timestamps), with
-   the slope of both over the days already in the warehouse; then runs the last day once more
-   in a fresh process, to compare its time and memory with the one day into an empty
-   warehouse;
+4. times a backfill of all ``--days`` days done as one run (``greenstream process`` over
+   every file, which lands them and then materializes the consecutive days in one Dagster run,
+   each step going through the days in order) with rows per second and peak memory, and per
+   day: the time the steps spent on it and its peak RSS (sampled from ``/proc/<pid>/status``
+   every 50 ms and tied to the day by the line each step logs when done with a day), with the
+   slope of both over the days already in the warehouse; then runs the last day once more in a
+   fresh process, to compare its time and memory with the one day into an empty warehouse;
 5. times the landing sensor's tick with ``--sensor-files`` small files in ``landing/``:
    ``landing_watch.scan`` alone, then the sensor itself through ``dg.build_sensor_context`` with
    the real settle logic (a first tick that only sees the files, a second one after the settle
@@ -48,6 +48,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -294,14 +295,29 @@ def default_start(days: int, today: dt.date | None = None) -> dt.date:
 
 
 @dataclasses.dataclass
-class RunTiming:
-    """One Dagster run of ``greenstream process``: one UTC day."""
+class DayTiming:
+    """One UTC day inside a run: the stretches of each step that worked on it."""
 
-    partition: str
+    day: str
+    spans: list[tuple[float, float]]  # (start, end), epoch seconds
+    peak_rss_bytes: int | None = None
+    cpu_seconds: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return sum(end - start for start, end in self.spans)
+
+
+@dataclasses.dataclass
+class RunTiming:
+    """One Dagster run of ``greenstream process``: a UTC day, or consecutive days."""
+
+    partition: str  # the day, or "first..last"
     status: str
     start: float  # epoch seconds
     end: float
     steps: dict[str, tuple[float, float]]  # step key -> (start, end), epoch seconds
+    days: list[DayTiming] = dataclasses.field(default_factory=list)
     peak_rss_bytes: int | None = None
     cpu_seconds: float | None = None
     step_peaks: dict[str, int | None] = dataclasses.field(default_factory=dict)
@@ -321,6 +337,10 @@ class ProcessRun:
     quarantine_rows: int
     warehouse_bytes: int
     archive_bytes: int
+
+    @property
+    def days(self) -> list[DayTiming]:
+        return [day for run in self.runs for day in run.days]
 
     @property
     def before_first_run(self) -> float:
@@ -364,26 +384,29 @@ def pipeline_env(home: Path, dagster_home: Path) -> dict[str, str]:
     return env
 
 
+# What each step logs when done with a day (``assets.DAY_DONE``): its share of the run's time.
+DAY_DONE = re.compile(r"^(\d{4}-\d{2}-\d{2}): done in ([0-9.]+) s$")
+
+
 def read_runs(dagster_home: Path) -> list[RunTiming]:
-    """Each run's partition, times and step durations, from the persisted event log."""
+    """Each run's days, times and step durations, from the persisted event log."""
     import dagster as dg
     from dagster._core.events import DagsterEventType
 
-    step_types = {
-        DagsterEventType.STEP_START,
-        DagsterEventType.STEP_SUCCESS,
-        DagsterEventType.STEP_FAILURE,
-        DagsterEventType.RUN_START,
-        DagsterEventType.RUN_SUCCESS,
-        DagsterEventType.RUN_FAILURE,
-    }
     timings = []
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         for run in instance.get_runs():
             started: dict[str, float] = {}
             steps: dict[str, tuple[float, float]] = {}
+            days: dict[str, list[tuple[float, float]]] = {}
             run_start = run_end = None
-            for entry in instance.all_logs(run.run_id, of_type=step_types):
+            for entry in instance.all_logs(run.run_id):
+                done = DAY_DONE.match(entry.user_message or "")
+                if entry.dagster_event is None:
+                    if done:
+                        end = entry.timestamp
+                        days.setdefault(done[1], []).append((end - float(done[2]), end))
+                    continue
                 kind = entry.dagster_event.event_type
                 if kind == DagsterEventType.RUN_START:
                     run_start = entry.timestamp
@@ -391,17 +414,26 @@ def read_runs(dagster_home: Path) -> list[RunTiming]:
                     run_end = entry.timestamp
                 elif kind == DagsterEventType.STEP_START:
                     started[entry.step_key] = entry.timestamp
-                elif entry.step_key in started:
+                elif (
+                    kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE)
+                    and entry.step_key in started
+                ):
                     steps[entry.step_key] = (started[entry.step_key], entry.timestamp)
             if run_start is None:
                 continue
+            tags = run.tags
+            partition = tags.get("dagster/partition") or (
+                f"{tags.get('dagster/asset_partition_range_start')}.."
+                f"{tags.get('dagster/asset_partition_range_end')}"
+            )
             timings.append(
                 RunTiming(
-                    run.tags.get("dagster/partition", "-"),
+                    partition,
                     run.status.value,
                     run_start,
                     run_end or run_start,
                     steps,
+                    [DayTiming(day, spans) for day, spans in sorted(days.items())],
                 )
             )
     return sorted(timings, key=lambda r: r.start)
@@ -452,6 +484,10 @@ def process_files(
         run.cpu_seconds = measured.cpu_between(run.start, run.end)
         run.step_peaks = {k: measured.peak_between(*span) for k, span in run.steps.items()}
         run.step_cpu = {k: measured.cpu_between(*span) for k, span in run.steps.items()}
+        for day in run.days:
+            peaks = [measured.peak_between(*span) for span in day.spans]
+            day.peak_rss_bytes = max((p for p in peaks if p), default=None)
+            day.cpu_seconds = sum(measured.cpu_between(*span) or 0.0 for span in day.spans)
     raw, clean, quarantined = _warehouse_counts(home)
     return ProcessRun(
         measured,
@@ -692,7 +728,14 @@ def bench_backfill(
     m = run.measured
     s = "backfill"
     ok = "PASS" if m.wall_seconds < TARGET_BACKFILL_SECONDS else "MISS"
-    fig.add(s, f"{len(run.runs)} days in one process", m.wall_seconds, "s", f"{ok}: target < 600 s")
+    days = run.days
+    fig.add(
+        s,
+        f"{len(days)} days in one process",
+        m.wall_seconds,
+        "s",
+        f"{ok}: target < 600 s; {len(run.runs)} run(s)",
+    )
     fig.add(s, "before the first run (imports, landing)", run.before_first_run, "s")
     fig.add(s, "raw rows", run.raw_rows, "rows")
     fig.add(s, "rows per second (raw rows / wall)", run.raw_rows / m.wall_seconds, "rows/s")
@@ -700,21 +743,22 @@ def bench_backfill(
     fig.add(s, "peak RSS", m.peak_rss_bytes / GB, "GB", f"exit {m.returncode}")
     fig.add(s, "warehouse size", run.warehouse_bytes / MB, "MB")
     fig.add(s, "archive size", run.archive_bytes / MB, "MB")
-    for i, r in enumerate(run.runs):
-        fig.add(
-            "backfill per day",
-            f"day {i + 1:2d} {r.partition}",
-            r.seconds,
-            "s",
-            f"{r.status}, {_usage(r)}",
-        )
+    for r in run.runs:
+        fig.add(s, f"run {r.partition}", r.seconds, "s", f"{r.status}, {_usage(r)}")
+        steps = sum(end - start for start, end in r.steps.values())
+        on_days = sum(d.seconds for d in r.days)
+        fig.add(s, "  in steps, outside any day's work", steps - on_days, "s", "Dagster per step")
+        fig.add(s, "  outside steps", r.seconds - steps, "s", "Dagster per run")
+    for i, d in enumerate(days):
+        usage = _usage_text(d.cpu_seconds, d.peak_rss_bytes)
+        fig.add("backfill per day", f"day {i + 1:2d} {d.day}", d.seconds, "s", usage)
     # Whole days only: the evening before the first day holds an hour of one collector.
-    full = [r for r in run.runs if r.peak_rss_bytes and r.partition >= start.isoformat()]
+    full = [d for d in days if d.peak_rss_bytes and d.day >= start.isoformat()]
     if len(full) >= 2:
         xs = list(range(len(full)))
-        rss_slope = _slope(xs, [r.peak_rss_bytes / MB for r in full])
-        time_slope = _slope(xs, [r.seconds for r in full])
-        cpu_slope = _slope(xs, [r.cpu_seconds or 0.0 for r in full])
+        rss_slope = _slope(xs, [d.peak_rss_bytes / MB for d in full])
+        time_slope = _slope(xs, [d.seconds for d in full])
+        cpu_slope = _slope(xs, [d.cpu_seconds or 0.0 for d in full])
         note = f"slope over the {len(full)} whole days"
         fig.add(s, "per-day peak RSS growth", rss_slope, "MB/day", note)
         fig.add(s, "per-day wall time growth", time_slope, "s/day", note)
@@ -724,8 +768,8 @@ def bench_backfill(
         fig.add(
             s,
             "peak RSS, first vs last third of days",
-            f"{max(r.peak_rss_bytes for r in first) / GB:.2f} -> "
-            f"{max(r.peak_rss_bytes for r in last) / GB:.2f}",
+            f"{max(d.peak_rss_bytes for d in first) / GB:.2f} -> "
+            f"{max(d.peak_rss_bytes for d in last) / GB:.2f}",
             "GB",
         )
     bench_last_day_again(fig, files, work, one_day)
@@ -747,8 +791,8 @@ def bench_last_day_again(
         logs="logs-again",
     )
     s = "backfill"
-    day = max(again.runs, key=lambda r: r.partition, default=None)
-    base = max(one_day.runs, key=lambda r: r.partition, default=None)
+    day = max(again.runs, key=lambda r: r.start, default=None)
+    base = max(one_day.runs, key=lambda r: r.start, default=None)
     if day is None or base is None or not day.peak_rss_bytes or not base.peak_rss_bytes:
         fig.add(s, "last day again, fresh process", "no run", "")
         return

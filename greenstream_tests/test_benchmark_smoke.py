@@ -1,6 +1,7 @@
 """The benchmark (benchmarks/pipeline_benchmark.py) runs end to end at a tiny size and prints its
 table. No timing is asserted: figures belong in notes and the README, not in tests."""
 
+import datetime as dt
 import importlib.util
 import sys
 from pathlib import Path
@@ -48,6 +49,12 @@ def test_benchmark_runs_and_prints_its_table(tmp_path, capsys):
         assert figure in printed
     exits = [f.note for f in figures.rows if f.name == "greenstream process wall time"]
     assert exits == ["exit 0"]
+    # The backfill is one run; each day's share of it is found from the steps' log lines.
+    start = bench.default_start(1)
+    per_day = [f.name.split()[-1] for f in figures.rows if f.section == "backfill per day"]
+    assert per_day == [(start - dt.timedelta(days=1)).isoformat(), start.isoformat()]
+    (backfill,) = [f for f in figures.rows if f.name == "2 days in one process"]
+    assert backfill.note.endswith("; 1 run(s)")
     assert (tmp_path / "figures.json").exists()
 
     # A second run reuses the generated files instead of generating them again.

@@ -92,14 +92,26 @@ def schemas(settings: Settings) -> dict[str, pa.DataFrameSchema]:
                     error="measured rows, and only they, have a kW and no missing flag",
                 ),
                 pa.Check(
-                    _quality_is(codes.QUALITY_FILLED, filled & kw.is_not_null() & missing),
-                    error="filled rows, and only they, are flagged filled and have a kW",
+                    _quality_is(codes.QUALITY_FILLED, filled),
+                    error="filled rows, and only they, are flagged filled",
+                ),
+                pa.Check(
+                    lambda data: _rows(
+                        data, (pl.col("quality") != codes.QUALITY_FILLED) | kw.is_not_null()
+                    ),
+                    error="filled rows have a kW",
                 ),
                 pa.Check(
                     lambda data: _rows(
                         data, (pl.col("quality") != codes.QUALITY_MISSING) | kw.is_null()
                     ),
                     error="missing rows have no kW",
+                ),
+                pa.Check(
+                    lambda data: _rows(
+                        data, missing == (pl.col("quality") != codes.QUALITY_MEASURED)
+                    ),
+                    error="every row but a measured one is flagged missing_value",
                 ),
             ],
             unique=["meter_id", "reading_ts"],

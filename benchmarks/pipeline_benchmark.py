@@ -384,8 +384,20 @@ def pipeline_env(home: Path, dagster_home: Path) -> dict[str, str]:
     return env
 
 
-# What each step logs when done with a day (``assets.DAY_DONE``): its share of the run's time.
-DAY_DONE = re.compile(r"^(\d{4}-\d{2}-\d{2}): done in ([0-9.]+) s$")
+# What each step logs when done with its days (``assets.DAYS_DONE``): each day's share of it.
+DAYS_DONE = "days done: "
+DAY_TOOK = re.compile(r"(\d{4}-\d{2}-\d{2}) in ([0-9.]+) s")
+
+
+def day_spans(message: str, logged_at: float) -> list[tuple[str, tuple[float, float]]]:
+    """The (day, (start, end)) of each day a step's line names: the days ran one after the
+    other, the last ending when the line was logged."""
+    took = [(day, float(seconds)) for day, seconds in DAY_TOOK.findall(message)]
+    spans, end = [], logged_at
+    for day, seconds in reversed(took):
+        spans.append((day, (end - seconds, end)))
+        end -= seconds
+    return spans[::-1]
 
 
 def read_runs(dagster_home: Path) -> list[RunTiming]:
@@ -401,11 +413,10 @@ def read_runs(dagster_home: Path) -> list[RunTiming]:
             days: dict[str, list[tuple[float, float]]] = {}
             run_start = run_end = None
             for entry in instance.all_logs(run.run_id):
-                done = DAY_DONE.match(entry.user_message or "")
                 if entry.dagster_event is None:
-                    if done:
-                        end = entry.timestamp
-                        days.setdefault(done[1], []).append((end - float(done[2]), end))
+                    if (entry.user_message or "").startswith(DAYS_DONE):
+                        for day, span in day_spans(entry.user_message, entry.timestamp):
+                            days.setdefault(day, []).append(span)
                     continue
                 kind = entry.dagster_event.event_type
                 if kind == DagsterEventType.RUN_START:
@@ -791,17 +802,20 @@ def bench_last_day_again(
         logs="logs-again",
     )
     s = "backfill"
-    day = max(again.runs, key=lambda r: r.start, default=None)
-    base = max(one_day.runs, key=lambda r: r.start, default=None)
+    # The last day itself: the run also does the evening before it, which a +01:00 file of
+    # the last day touches (in the warehouse, a whole day).
+    day = max(again.days, key=lambda d: d.day, default=None)
+    base = max(one_day.days, key=lambda d: d.day, default=None)
     if day is None or base is None or not day.peak_rss_bytes or not base.peak_rss_bytes:
         fig.add(s, "last day again, fresh process", "no run", "")
         return
     fig.add(
         s,
-        "last day again, fresh process: run time",
+        f"last day again, fresh process: {day.day}",
         day.seconds,
         "s",
-        f"{day.status}; one day into an empty warehouse: {base.seconds:.2f} s",
+        f"{' '.join(r.status for r in again.runs)}; one day into an empty warehouse: "
+        f"{base.seconds:.2f} s",
     )
     fig.add(
         s,
@@ -809,6 +823,13 @@ def bench_last_day_again(
         day.peak_rss_bytes / GB,
         "GB",
         f"one day into an empty warehouse: {base.peak_rss_bytes / GB:.2f} GB",
+    )
+    fig.add(
+        s,
+        "last day again, fresh process: whole run",
+        sum(r.seconds for r in again.runs),
+        "s",
+        ", ".join(r.partition for r in again.runs),
     )
 
 

@@ -27,8 +27,8 @@ from pandera.errors import SchemaErrors
 from ..rules import accounting
 from ..rules.schemas import schemas
 from ..storage import archive
-from .assets import DAILY, POOL, RETRY, each_day
-from .resources import GreenstreamSettings, warehouse_connection
+from .assets import DAILY, POOL, RETRY, days_of, each_day
+from .resources import GreenstreamSettings
 
 FAILURE_SAMPLE = 20
 # Rows validated at a time: bounded memory however many meters a day has.
@@ -238,23 +238,37 @@ def _rate_spec(name, asset, description, compute, threshold, counts, additional_
     return spec, rate_result(asset, name, compute, threshold, counts)
 
 
-def _materialization_seen(context, asset_key: dg.AssetKey, day: dt.date):
-    """The day's latest materialization of the checked asset: the UI shows a check result as
-    current while it refers to that materialization."""
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[day.isoformat()]), limit=1
-    ).records
-    if not records:
-        return None
-    return AssetCheckEvaluationTargetMaterializationData(
-        storage_id=records[0].storage_id,
-        run_id=records[0].event_log_entry.run_id,
-        timestamp=records[0].timestamp,
-    )
+def _materializations_seen(context, asset_key: dg.AssetKey, days: list[dt.date]) -> dict:
+    """Each day's latest materialization of the checked asset: the UI shows a check result as
+    current while it refers to that materialization. When the run materialized the asset, its
+    days' latest are the asset's newest records, found in one query; a day not among them
+    (the check run alone, say) is looked up by itself."""
+    keys = {day.isoformat(): day for day in days}
+
+    def latest(partitions: list[str], limit: int):
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=partitions), limit=limit
+        ).records
+        found = {}
+        for record in records:  # newest first
+            found.setdefault(record.partition_key, record)
+        return found
+
+    found = latest(list(keys), len(keys))
+    for key in keys.keys() - found.keys():
+        found |= latest([key], 1)
+    return {
+        keys[key]: AssetCheckEvaluationTargetMaterializationData(
+            storage_id=record.storage_id,
+            run_id=record.event_log_entry.run_id,
+            timestamp=record.timestamp,
+        )
+        for key, record in found.items()
+    }
 
 
 def day_evaluation(
-    context, spec: dg.AssetCheckSpec, result: dg.AssetCheckResult, day: dt.date
+    spec: dg.AssetCheckSpec, result: dg.AssetCheckResult, day: dt.date, materialization
 ) -> dg.AssetCheckEvaluation:
     """A check's result recorded on its day. Dagster records an AssetCheckResult on the run's
     partition, and on none in a run over a range of days; an evaluation names its day, so a
@@ -264,7 +278,7 @@ def day_evaluation(
         check_name=spec.name,
         passed=result.passed,
         metadata=result.metadata,
-        target_materialization_data=_materialization_seen(context, spec.asset_key, day),
+        target_materialization_data=materialization,
         severity=result.severity,
         description=result.description,
         blocking=spec.blocking,
@@ -296,15 +310,22 @@ def check_group(name: str, description: str, checks) -> dg.AssetChecksDefinition
     ):
         settings = greenstream.settings()
         selected = [key for key in functions if key in context.selected_asset_check_keys]
-        with warehouse_connection(duckdb) as con:
-            evaluations = each_day(
-                context,
-                lambda day: [
-                    day_evaluation(context, specs[key], functions[key](con, settings, day), day)
-                    for key in selected
-                ],
-            )
-        yield from (evaluation for day in evaluations for evaluation in day)
+        results = each_day(
+            context,
+            duckdb,
+            lambda con, day: [(key, functions[key](con, settings, day)) for key in selected],
+        )
+        days = days_of(context)
+        seen = {
+            asset: _materializations_seen(context, asset, days)
+            for asset in {specs[key].asset_key for key in selected}
+        }
+        evaluations = [
+            day_evaluation(specs[key], result, day, seen[specs[key].asset_key].get(day))
+            for day, day_results in zip(days, results, strict=True)
+            for key, result in day_results
+        ]
+        yield from evaluations
         # The check's output, which the steps gated by a blocking check wait for.
         for key in selected:
             yield dg.Output(None, output_name=output_names[key])

@@ -131,36 +131,35 @@ def _processed_days(settings: Settings) -> set[dt.date]:
     return {d for (d,) in rows}
 
 
-def _day_summary(settings: Settings, day: dt.date) -> dict[str, object]:
-    with _warehouse(settings) as con:
-        raw = con.execute(
-            "SELECT count(*) FROM raw_readings WHERE partition_date = ?", [day]
-        ).fetchone()[0]
-        quality = dict(
-            con.execute(
-                "SELECT quality, count(*) FROM standardized_readings WHERE partition_date = ? "
-                "GROUP BY ALL",
-                [day],
-            ).fetchall()
-        )
-        reasons = dict(
-            con.execute(
-                "SELECT reason, count(*) FROM quarantine WHERE partition_date = ? "
-                "GROUP BY ALL ORDER BY 2 DESC, 1",
-                [day],
-            ).fetchall()
-        )
-        faulty = [
-            m
-            for (m,) in con.execute(
-                "SELECT DISTINCT meter_id FROM fault_flags WHERE partition_date = ? ORDER BY 1",
-                [day],
-            ).fetchall()
-        ]
-        peak = con.execute(
-            "SELECT peak_ts, total_kw, meters_reporting FROM system_peaks WHERE partition_date = ?",
+def _day_summary(con: duckdb.DuckDBPyConnection, day: dt.date) -> dict[str, object]:
+    raw = con.execute(
+        "SELECT count(*) FROM raw_readings WHERE partition_date = ?", [day]
+    ).fetchone()[0]
+    quality = dict(
+        con.execute(
+            "SELECT quality, count(*) FROM standardized_readings WHERE partition_date = ? "
+            "GROUP BY ALL",
             [day],
-        ).fetchone()
+        ).fetchall()
+    )
+    reasons = dict(
+        con.execute(
+            "SELECT reason, count(*) FROM quarantine WHERE partition_date = ? "
+            "GROUP BY ALL ORDER BY 2 DESC, 1",
+            [day],
+        ).fetchall()
+    )
+    faulty = [
+        m
+        for (m,) in con.execute(
+            "SELECT DISTINCT meter_id FROM fault_flags WHERE partition_date = ? ORDER BY 1",
+            [day],
+        ).fetchall()
+    ]
+    peak = con.execute(
+        "SELECT peak_ts, total_kw, meters_reporting FROM system_peaks WHERE partition_date = ?",
+        [day],
+    ).fetchone()
     return {
         "raw": raw,
         "clean": sum(quality.values()),
@@ -231,10 +230,14 @@ def run_days(days: list[dt.date], settings: Settings, instance: dg.DagsterInstan
                 f"checks {outcome.failed_checks or '-'}",
                 {"partition": day.isoformat(), "run_id": result.run_id},
             )
-        try:
-            outcome.summary = _day_summary(settings, day)
-        except WarehouseUnavailable as exc:
-            outcome.warnings.append(f"no summary: {exc}")
+    try:
+        with _warehouse(settings) as con:  # opened once for the run's days
+            for day, outcome in outcomes.items():
+                outcome.summary = _day_summary(con, day)
+    except WarehouseUnavailable as exc:
+        for outcome in outcomes.values():
+            if not outcome.summary:
+                outcome.warnings.append(f"no summary: {exc}")
     return list(outcomes.values())
 
 

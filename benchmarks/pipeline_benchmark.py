@@ -48,7 +48,6 @@ import json
 import logging
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -384,15 +383,11 @@ def pipeline_env(home: Path, dagster_home: Path) -> dict[str, str]:
     return env
 
 
-# What each step logs when done with its days (``assets.DAYS_DONE``): each day's share of it.
-DAYS_DONE = "days done: "
-DAY_TOOK = re.compile(r"(\d{4}-\d{2}-\d{2}) in ([0-9.]+) s")
-
-
-def day_spans(message: str, logged_at: float) -> list[tuple[str, tuple[float, float]]]:
-    """The (day, (start, end)) of each day a step's line names: the days ran one after the
-    other, the last ending when the line was logged."""
-    took = [(day, float(seconds)) for day, seconds in DAY_TOOK.findall(message)]
+def day_spans(
+    took: list[tuple[str, float]], logged_at: float
+) -> list[tuple[str, tuple[float, float]]]:
+    """The (day, (start, end)) of each (day, seconds) a step's line names (``assets.days_done``):
+    the days ran one after the other, the last ending when the line was logged."""
     spans, end = [], logged_at
     for day, seconds in reversed(took):
         spans.append((day, (end - seconds, end)))
@@ -405,6 +400,8 @@ def read_runs(dagster_home: Path) -> list[RunTiming]:
     import dagster as dg
     from dagster._core.events import DagsterEventType
 
+    from greenstream_dagster.orchestration.assets import days_done, partition_keys_of
+
     timings = []
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         for run in instance.get_runs():
@@ -414,9 +411,9 @@ def read_runs(dagster_home: Path) -> list[RunTiming]:
             run_start = run_end = None
             for entry in instance.all_logs(run.run_id):
                 if entry.dagster_event is None:
-                    if (entry.user_message or "").startswith(DAYS_DONE):
-                        for day, span in day_spans(entry.user_message, entry.timestamp):
-                            days.setdefault(day, []).append(span)
+                    took = days_done(entry.user_message or "")
+                    for day, span in day_spans(took, entry.timestamp):
+                        days.setdefault(day, []).append(span)
                     continue
                 kind = entry.dagster_event.event_type
                 if kind == DagsterEventType.RUN_START:
@@ -432,11 +429,8 @@ def read_runs(dagster_home: Path) -> list[RunTiming]:
                     steps[entry.step_key] = (started[entry.step_key], entry.timestamp)
             if run_start is None:
                 continue
-            tags = run.tags
-            partition = tags.get("dagster/partition") or (
-                f"{tags.get('dagster/asset_partition_range_start')}.."
-                f"{tags.get('dagster/asset_partition_range_end')}"
-            )
+            keys = partition_keys_of(run.tags)
+            partition = "..".join(dict.fromkeys([keys[0], keys[-1]])) if keys else "-"
             timings.append(
                 RunTiming(
                     partition,

@@ -18,7 +18,7 @@ import duckdb
 
 from .alerts import raise_alert
 from .landing import Landed, land_files
-from .orchestration.assets import ASSETS, DAILY
+from .orchestration.assets import ASSETS, DAILY, RANGE_END_TAG, RANGE_START_TAG
 from .orchestration.checks import CHECKS
 from .orchestration.resources import resources_for, warehouse_connection
 from .orchestration.sensors import follow_up_days
@@ -172,11 +172,6 @@ def _day_summary(con: duckdb.DuckDBPyConnection, day: dt.date) -> dict[str, obje
         "faulty_ids": faulty,
         "peak": peak,
     }
-
-
-# Dagster's tags for a run over a range of partitions (the web UI's single-run backfill sets them).
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def consecutive(days: list[dt.date]) -> list[list[dt.date]]:

@@ -8,6 +8,7 @@ streaks need the day before), and each check reports on its own day.
 """
 
 import datetime as dt
+import re
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -29,6 +30,10 @@ T = TypeVar("T")
 # Today's partition exists (end_offset=1), and tomorrow's too: a reading may be up to
 # GREENSTREAM_FUTURE_TOLERANCE_MINUTES past a file's arrival, which can be after midnight.
 DAILY = dg.DailyPartitionsDefinition(start_date=_ENV.start_date, end_offset=2, timezone="UTC")
+# Dagster's tags on a run: one day, or a range of days (a backfill run, `greenstream process`).
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 POOL = "duckdb"
 RETRY = dg.RetryPolicy(
     max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
@@ -48,15 +53,34 @@ COMMON = {
 }
 
 
+def partition_keys_of(tags: dict[str, str]) -> list[str]:
+    """The days a run's tags name, oldest first: its day, its range, or none."""
+    if PARTITION_TAG in tags:
+        return [tags[PARTITION_TAG]]
+    if RANGE_START_TAG in tags:
+        start = tags[RANGE_START_TAG]
+        end = tags.get(RANGE_END_TAG, start)
+        return DAILY.get_partition_keys_in_range(dg.PartitionKeyRange(start, end))
+    return []
+
+
 def days_of(context: dg.AssetExecutionContext) -> list[dt.date]:
     """The run's days in order (one, unless a run was launched for a range)."""
     return [dt.date.fromisoformat(key) for key in context.partition_keys]
 
 
-# The line each step logs when done with its days (parsed by benchmarks/): one line, not one
-# per day, since every log line is an event Dagster writes to its storage.
+# The line each step logs when done with its days (read back by ``days_done``): one line, not
+# one per day, since every log line is an event Dagster writes to its storage.
 DAYS_DONE = "days done: {days}"
 DAY_TOOK = "{day} in {seconds:.2f} s"
+_DAY_TOOK = re.compile(r"(\d{4}-\d{2}-\d{2}) in ([0-9.]+) s")
+
+
+def days_done(message: str) -> list[tuple[str, float]]:
+    """The (day, seconds) of a step's ``DAYS_DONE`` line, in order; none for another line."""
+    if not message.startswith(DAYS_DONE.format(days="")):
+        return []
+    return [(day, float(seconds)) for day, seconds in _DAY_TOOK.findall(message)]
 
 
 def each_day(

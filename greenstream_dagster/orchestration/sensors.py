@@ -14,7 +14,7 @@ import dagster as dg
 
 from ..alerts import raise_alert
 from ..landing_watch import follow_up_days, plan_runs, scan, take_files
-from .assets import ASSET_KEYS, DAILY
+from .assets import ASSET_KEYS, DAILY, partition_keys_of
 from .resources import GreenstreamSettings
 
 __all__ = ["daily_job", "follow_up_days", "landing_sensor", "run_failure_alert"]
@@ -49,13 +49,7 @@ def processed_days(instance: dg.DagsterInstance) -> set[dt.date]:
             ]
         )
     ):
-        tags = run.tags
-        if "dagster/partition" in tags:
-            keys.add(tags["dagster/partition"])
-        elif "dagster/asset_partition_range_start" in tags:
-            start = tags["dagster/asset_partition_range_start"]
-            end = tags.get("dagster/asset_partition_range_end", start)
-            keys.update(DAILY.get_partition_keys_in_range(dg.PartitionKeyRange(start, end)))
+        keys.update(partition_keys_of(run.tags))
     days = set()
     for key in keys:
         try:
@@ -133,13 +127,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, greenstream: Greenstream
 )
 def run_failure_alert(context: dg.RunFailureSensorContext, greenstream: GreenstreamSettings):
     run = context.dagster_run
-    tags = run.tags
-    partition = tags.get("dagster/partition") or (
-        f"{tags['dagster/asset_partition_range_start']} to "
-        f"{tags.get('dagster/asset_partition_range_end')}"
-        if "dagster/asset_partition_range_start" in tags
-        else "-"
-    )
+    keys = partition_keys_of(run.tags)
+    partition = " to ".join(dict.fromkeys([keys[0], keys[-1]])) if keys else "-"
     raise_alert(
         greenstream.settings(),
         "run_failed",

@@ -9,10 +9,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from greenstream_dagster.landing import land_file
-from greenstream_dagster.orchestration.assets import ASSETS
+from greenstream_dagster.orchestration.assets import (
+    ASSETS,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    partition_keys_of,
+)
 from greenstream_dagster.orchestration.checks import CHECKS, SCHEMA_TABLES
 from greenstream_dagster.orchestration.resources import resources_for
-from greenstream_dagster.process import RANGE_END_TAG, RANGE_START_TAG, consecutive, run_days
+from greenstream_dagster.process import consecutive, run_days
 from greenstream_dagster.settings import Settings
 from greenstream_dagster.storage import archive
 from greenstream_tests.support import series, write_csv
@@ -246,3 +251,11 @@ def test_consecutive_days_make_one_run():
         [d + dt.timedelta(7), d + dt.timedelta(8)],
     ]
     assert consecutive([]) == []
+
+
+def test_the_days_a_runs_tags_name():
+    """A run of one day, a run over a range (its end included), a run with neither."""
+    assert partition_keys_of({"dagster/partition": "2026-11-18"}) == ["2026-11-18"]
+    assert partition_keys_of({RANGE_START_TAG: DAYS[0], RANGE_END_TAG: DAYS[-1]}) == DAYS
+    assert partition_keys_of({RANGE_START_TAG: DAYS[1]}) == [DAYS[1]]
+    assert partition_keys_of({"greenstream/trigger": "cli"}) == []

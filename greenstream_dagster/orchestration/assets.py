@@ -11,6 +11,7 @@ import datetime as dt
 import re
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import TypeVar
 
 import dagster as dg
@@ -100,6 +101,20 @@ def each_day(
     return done
 
 
+def record_days(context, reports, keys=None, *, asset_key=None, preview=None, duckdb=None):
+    """Each day's counts, and a preview of its rows of table ``preview``, on that day's own
+    materialization: a MaterializeResult's metadata would go on every day of a run over a
+    range alike."""
+    with warehouse_connection(duckdb) if preview else nullcontext() as con:
+        for report in reports:
+            metadata = report_metadata(report, keys)
+            if preview:
+                metadata["preview"] = day_preview(con, preview, report.day)
+            context.add_asset_metadata(
+                metadata, asset_key=asset_key, partition_key=report.day.isoformat()
+            )
+
+
 @dg.asset(
     **COMMON,
     group_name="ingest",
@@ -117,9 +132,8 @@ def raw_readings(
     reports = each_day(
         context, duckdb, lambda con, day: pipeline.build_raw_readings(con, settings, day)
     )
-    with warehouse_connection(duckdb) as con:
-        preview = day_preview(con, "raw_readings", reports[-1].day)
-    return dg.MaterializeResult(metadata={**report_metadata(reports), "preview": preview})
+    record_days(context, reports, preview="raw_readings", duckdb=duckdb)
+    return dg.MaterializeResult()
 
 
 @dg.multi_asset(
@@ -163,10 +177,6 @@ def standardized_readings_and_quarantine(
     reports = each_day(
         context, duckdb, lambda con, day: pipeline.build_standardized(con, settings, day)
     )
-    with warehouse_connection(duckdb) as con:
-        day = reports[-1].day
-        clean_preview = day_preview(con, "standardized_readings", day)
-        quarantine_preview = day_preview(con, "quarantine", day)
     clean_keys = (
         "rows",
         "measured",
@@ -176,18 +186,26 @@ def standardized_readings_and_quarantine(
         "had_duplicates",
         "meters",
     )
-    # The clean rows depend on the day before's quarantine, so quarantine is reported first.
-    yield dg.MaterializeResult(
+    quarantine_keys = ("quarantined", "quarantine_by_reason")
+    record_days(
+        context,
+        reports,
+        quarantine_keys,
         asset_key="quarantine",
-        metadata={
-            **report_metadata(reports, ("quarantined", "quarantine_by_reason")),
-            "preview": quarantine_preview,
-        },
+        preview="quarantine",
+        duckdb=duckdb,
     )
-    yield dg.MaterializeResult(
+    record_days(
+        context,
+        reports,
+        clean_keys,
         asset_key="standardized_readings",
-        metadata={**report_metadata(reports, clean_keys), "preview": clean_preview},
+        preview="standardized_readings",
+        duckdb=duckdb,
     )
+    # The clean rows depend on the day before's quarantine, so quarantine is reported first.
+    yield dg.MaterializeResult(asset_key="quarantine")
+    yield dg.MaterializeResult(asset_key="standardized_readings")
 
 
 @dg.asset(
@@ -217,7 +235,8 @@ def fault_flags(
                 {"meter_id": meter_id, "rule": rule, "run_start": run_start, "day": day},
                 log=context.log,
             )
-    return dg.MaterializeResult(metadata=report_metadata(reports))
+    record_days(context, reports)
+    return dg.MaterializeResult()
 
 
 @dg.multi_asset(
@@ -249,13 +268,11 @@ def fault_flags(
 def peaks(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     """Peaks from measured readings only (filled and missing rows never count)."""
     reports = each_day(context, duckdb, lambda con, day: pipeline.build_peaks(con, day))
-    yield dg.MaterializeResult(
-        asset_key="meter_daily_peaks", metadata=report_metadata(reports, ("meters",))
-    )
-    yield dg.MaterializeResult(
-        asset_key="system_peaks",
-        metadata=report_metadata(reports, ("system_peak_ts", "system_peak_kw", "meters_reporting")),
-    )
+    record_days(context, reports, ("meters",), asset_key="meter_daily_peaks")
+    system_keys = ("system_peak_ts", "system_peak_kw", "meters_reporting")
+    record_days(context, reports, system_keys, asset_key="system_peaks")
+    yield dg.MaterializeResult(asset_key="meter_daily_peaks")
+    yield dg.MaterializeResult(asset_key="system_peaks")
 
 
 @dg.asset(
@@ -273,7 +290,8 @@ def parquet_archive(
     standardized_readings passed, and swapped in atomically."""
     settings = greenstream.settings()
     reports = each_day(context, duckdb, lambda con, day: pipeline.build_archive(con, settings, day))
-    return dg.MaterializeResult(metadata=report_metadata(reports))
+    record_days(context, reports)
+    return dg.MaterializeResult()
 
 
 ASSETS = [raw_readings, standardized_readings_and_quarantine, fault_flags, peaks, parquet_archive]

@@ -48,18 +48,11 @@ def _value(value: object) -> object:
     return dg.MetadataValue.text(str(value))
 
 
-def report_metadata(
-    reports: Sequence[DayReport], keys: Sequence[str] | None = None
-) -> dict[str, object]:
-    """The counts of the run's day; a range run also gets a per-day table."""
-    last = reports[-1]
-    chosen = keys or list(last.counts)
-    metadata = {key: _value(last.counts.get(key)) for key in chosen}
-    metadata["partition_date"] = dg.MetadataValue.text(last.day.isoformat())
-    if len(reports) > 1:
-        metadata["per_day"] = dg.MetadataValue.json(
-            {r.day.isoformat(): {k: str(r.counts.get(k)) for k in chosen} for r in reports}
-        )
+def report_metadata(report: DayReport, keys: Sequence[str] | None = None) -> dict[str, object]:
+    """The counts of one day's report (``keys`` of them, or all)."""
+    chosen = keys or list(report.counts)
+    metadata = {key: _value(report.counts.get(key)) for key in chosen}
+    metadata["partition_date"] = dg.MetadataValue.text(report.day.isoformat())
     return metadata
 
 

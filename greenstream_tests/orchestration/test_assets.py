@@ -182,6 +182,25 @@ def test_one_run_over_the_days_gives_the_same_outputs_and_checks_each_day(proces
         for e in result.get_asset_materialization_events()
     }
     assert materialized == {(key, day) for key in (*TABLES, "parquet_archive") for day in DAYS}
+    # Each day's materialization carries that day's own counts, not the run's last day's.
+    clean = {
+        e.partition: (
+            e.materialization.metadata["partition_date"].value,
+            e.materialization.metadata["rows"].value,
+        )
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "standardized_readings"
+    }
+    assert clean == {day: (day, 192) for day in DAYS}
+    raw = {
+        e.partition: (
+            e.materialization.metadata["partition_date"].value,
+            "preview" in e.materialization.metadata,
+        )
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "raw_readings"
+    }
+    assert raw == {day: (day, True) for day in DAYS}
 
 
 def fails_on(day: str):

@@ -20,7 +20,8 @@ import duckdb
 
 from ..settings import Settings
 from . import codes
-from .row_checks import checked_rows_sql, parameters, run, sql_list
+from .row_checks import bind, checked_rows_sql, parameters, run, sql_list
+from .zscore import trailing_outliers
 
 STAGED_STANDARDIZED = "staged_standardized"
 STAGED_QUARANTINE = "staged_quarantine"
@@ -45,8 +46,6 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         "prev_day": day - dt.timedelta(days=1),
         "window_start_day": day - dt.timedelta(days=lookback_days),
         "max_kw": settings.max_kw,
-        "min_readings": settings.zscore_min_readings,
-        "threshold": settings.zscore_threshold,
         "default_minutes": settings.default_interval_minutes,
         "fill_minutes": settings.fill_max_minutes,
     }
@@ -122,41 +121,29 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     )
 
     # Step 7: the trailing window holds readings that passed step 6, the day before included:
-    # there, the clean measured readings and the readings that step 7 itself rejected.
-    window = _micros(settings.zscore_window_hours)
-    run(
-        con,
-        f"""CREATE OR REPLACE TEMP TABLE day_zscores AS
-        WITH population AS (
-            SELECT meter_key, reading_ts, kw, TRUE AS is_today
-            FROM day_survivors WHERE kw IS NOT NULL AND range_reason IS NULL
-            UNION ALL
-            SELECT meter_id, reading_ts, kw, FALSE FROM standardized_readings
-            WHERE partition_date BETWEEN $window_start_day AND $prev_day
-              AND quality = '{codes.QUALITY_MEASURED}'
-            UNION ALL
-            SELECT trim(meter_id), reading_ts, kw, FALSE FROM quarantine
-            WHERE partition_date BETWEEN $window_start_day AND $prev_day
-              AND reason = '{codes.OUTLIER_ZSCORE}'
-        ),
-        stats AS (
-            SELECT *,
-                count(kw) OVER w AS n, avg(kw) OVER w AS mean, stddev_samp(kw) OVER w AS sd
-            FROM population
-            -- Ordered by the integer microseconds: a RANGE frame over an integer is found
-            -- faster than one over a timestamp and an interval. The day before's readings
-            -- are only the window of today's: their own frame is empty, which spares half of
-            -- the frame evaluations (4.4 -> 3.8 s for a 50,000-meter day).
-            WINDOW w AS (PARTITION BY meter_key ORDER BY epoch_us(reading_ts)
-                RANGE BETWEEN (CASE WHEN is_today THEN {window} ELSE 0 END) PRECEDING
-                    AND CURRENT ROW EXCLUDE CURRENT ROW)
-        )
-        SELECT meter_key, reading_ts, n, mean, sd, (kw - mean) / sd AS z
-        FROM stats
-        WHERE is_today AND n >= $min_readings AND sd > 0 AND abs((kw - mean) / sd) > $threshold
-        """,
-        p,
+    # there, the clean measured readings and the readings that step 7 itself rejected. The
+    # window sums are running sums over arrays (``zscore``); only the outliers come back.
+    population_sql = f"""SELECT meter_key, epoch_us(reading_ts) AS t, kw, TRUE AS is_today
+        FROM day_survivors WHERE kw IS NOT NULL AND range_reason IS NULL
+        UNION ALL
+        SELECT meter_id, epoch_us(reading_ts), kw, FALSE FROM standardized_readings
+        WHERE partition_date BETWEEN $window_start_day AND $prev_day
+          AND quality = '{codes.QUALITY_MEASURED}'
+        UNION ALL
+        SELECT trim(meter_id), epoch_us(reading_ts), kw, FALSE FROM quarantine
+        WHERE partition_date BETWEEN $window_start_day AND $prev_day
+          AND reason = '{codes.OUTLIER_ZSCORE}'"""
+    population = con.sql(population_sql, params=bind(population_sql, p)).to_arrow_table()
+    outliers = trailing_outliers(
+        population,
+        window_us=_micros(settings.zscore_window_hours),
+        min_readings=settings.zscore_min_readings,
+        threshold=settings.zscore_threshold,
     )
+    del population
+    con.register("day_outliers", outliers)
+    con.execute("CREATE OR REPLACE TEMP TABLE day_zscores AS SELECT * FROM day_outliers")
+    con.unregister("day_outliers")
 
     # The quarantine is complete once the z-scores are known: stage it now, and let go of the
     # rows of steps 1 to 4, so that no more than two tables of the day's size are held at once

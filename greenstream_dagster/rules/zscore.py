@@ -25,8 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 OUTLIER_SCHEMA = pa.schema(
     [
@@ -43,8 +43,9 @@ OUTLIER_SCHEMA = pa.schema(
 # values unless its |z| is clear of the threshold by this many bounds.
 _ERROR_HEADROOM = 64.0
 _EPS = float(np.finfo(np.float64).eps)
-# Window values gathered at once when deciding candidates again (32 MB of float64).
-_SLICE_VALUES = 4_000_000
+# Readings screened, or window values gathered, at once: bounds the arrays of a step to tens of
+# MB whatever the day's size.
+_SLICE_VALUES = 1_000_000
 
 
 def trailing_outliers(
@@ -107,33 +108,40 @@ class _Readings:
 
     @classmethod
     def sorted_from(cls, population: pa.Table, window_us: int) -> _Readings:
-        frame = pl.from_arrow(population.select(["meter_key", "t", "kw", "is_today"]))
-        meter_code = frame["meter_key"].cast(pl.Categorical).to_physical().to_numpy()
-        t = frame["t"].to_numpy()
+        meter_code = pc.dictionary_encode(
+            population["meter_key"].combine_chunks()
+        ).indices.to_numpy()
+        t = population["t"].to_numpy()
         t_min = int(t.min())
         # One integer sorts by meter, then time; meters are spaced wider than any window, so a
         # window's start never crosses into the meter before.
         span = int(t.max()) - t_min + window_us + 1
         if (int(meter_code.max()) + 1) * span >= 2**63:
             raise ValueError(f"{population.num_rows} readings span too long a time to be keyed")
-        key = meter_code.astype(np.int64) * span + (t - t_min)
+        key = meter_code.astype(np.int64)
+        key *= span
+        key += t
+        key -= t_min
+        del t
         order = np.argsort(key, kind="stable")
+        key = key[order]
         meter_code = meter_code[order]
-        kw = frame["kw"].to_numpy()[order]
-        meter_start = np.empty(len(kw), dtype=bool)
+        meter_start = np.empty(len(key), dtype=bool)
         meter_start[0] = True
         np.not_equal(meter_code[1:], meter_code[:-1], out=meter_start[1:])
+        del meter_code
+        kw = population["kw"].to_numpy()[order]
         changed = np.empty(len(kw), dtype=np.int32)
         changed[0] = 0
         np.not_equal(kw[1:], kw[:-1], out=changed[1:], casting="unsafe")
         changed[meter_start] = 0
         return cls(
             order=order,
-            key=key[order],
+            key=key,
             t_min=t_min,
             span=span,
             kw=kw,
-            today=frame["is_today"].to_numpy()[order],
+            today=population["is_today"].to_numpy()[order],
             meter_start=meter_start,
             run_changes=_running_sum(changed),
         )
@@ -158,36 +166,62 @@ class _Readings:
         unless |z| is below it by more than the sums' rounding error can explain."""
         starts = np.flatnonzero(self.meter_start)
         sizes = np.diff(np.append(starts, len(self.kw)))
-        meter_mean = np.repeat(np.add.reduceat(self.kw, starts) / sizes, sizes)
-        x = self.kw - meter_mean
-        del meter_mean
-        square = x * x
-        meter_square = np.repeat(np.add.reduceat(square, starts) / sizes, sizes)
-        square -= meter_square
+        meter_mean = np.add.reduceat(self.kw, starts) / sizes
+        x = np.repeat(meter_mean, sizes)
+        np.subtract(self.kw, x, out=x)
+        square = np.square(x)
+        meter_square = np.add.reduceat(square, starts) / sizes
+        square -= np.repeat(meter_square, sizes)
         run_x = _running_sum(x)
+        del x
         run_square = _running_sum(square)
         del square
         # A difference of two running sums is off by about eps for every step between them,
         # times the size of the running sums: bounded here by their largest anywhere, which is
         # loose for most meters and only sends a few more readings to be decided again.
-        top_x = float(np.max(np.abs(run_x)))
-        top_square = float(np.max(np.abs(run_square)))
-
-        n = (end - begin).astype(np.float64)
-        sum_x = run_x[end] - run_x[begin]
-        sum_square = run_square[end] - run_square[begin] + n * meter_square[judged]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean_x = sum_x / n
-            spread = sum_square - sum_x * mean_x  # (n - 1) * variance
-            spread_error = _EPS * (
-                n * (top_square + meter_square[judged]) + 2 * np.abs(sum_x) * top_x
+        bounds = (float(np.max(np.abs(run_x))), float(np.max(np.abs(run_square))))
+        meter_of = np.cumsum(self.meter_start, dtype=np.int32) - 1
+        maybe = np.empty(len(judged), dtype=bool)
+        for part in range(0, len(judged), _SLICE_VALUES):
+            rows = slice(part, part + _SLICE_VALUES)
+            meter = meter_of[judged[rows]]
+            maybe[rows] = _may_exceed(
+                self.kw[judged[rows]] - meter_mean[meter],
+                begin[rows],
+                end[rows],
+                (run_x, run_square),
+                meter_square[meter],
+                bounds,
+                threshold,
             )
-            sd = np.sqrt(np.maximum(spread, 0.0) / (n - 1))
-            deviation = np.abs(x[judged] - mean_x)
-            z = deviation / sd
-            z_error = z * spread_error / np.maximum(spread, 0.0) + _EPS * (top_x + deviation) / sd
-            clear = z + _ERROR_HEADROOM * z_error <= threshold
-        return ~clear  # NaN (a spread rounded to zero or below) is never clear
+        return maybe
+
+
+def _may_exceed(
+    x: np.ndarray,
+    begin: np.ndarray,
+    end: np.ndarray,
+    running: tuple[np.ndarray, np.ndarray],
+    meter_square: np.ndarray,
+    bounds: tuple[float, float],
+    threshold: float,
+) -> np.ndarray:
+    """``may_exceed`` for a slice of the judged readings (``x`` centred as in the sums)."""
+    run_x, run_square = running
+    top_x, top_square = bounds
+    n = (end - begin).astype(np.float64)
+    sum_x = run_x[end] - run_x[begin]
+    sum_square = run_square[end] - run_square[begin] + n * meter_square
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_x = sum_x / n
+        spread = sum_square - sum_x * mean_x  # (n - 1) * variance
+        spread_error = _EPS * (n * (top_square + meter_square) + 2 * np.abs(sum_x) * top_x)
+        sd = np.sqrt(np.maximum(spread, 0.0) / (n - 1))
+        deviation = np.abs(x - mean_x)
+        z = deviation / sd
+        z_error = z * spread_error / np.maximum(spread, 0.0) + _EPS * (top_x + deviation) / sd
+        clear = z + _ERROR_HEADROOM * z_error <= threshold
+    return ~clear  # NaN (a spread rounded to zero or below) is never clear
 
 
 def _window_stats(

@@ -74,44 +74,42 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         p,
     )
 
-    # Step 4: one version per meter and UTC timestamp. Latest arrival, then latest line wins,
-    # but a version with a value always beats one without. Duplicates are rare: only the keys
-    # with several versions are ranked (``day_versions``); every other valid row survives as is.
+    # Steps 4 to 6 and the spacings of step 8 in one sorted pass. Each meter's valid rows in
+    # time order, the versions of one timestamp best first (a version with a value, then the
+    # latest arrival, then the latest line): the first version of a timestamp survives step 4,
+    # and the row before it is the last version of the timestamp before, so ``lag`` gives each
+    # survivor the reading before it. The day before's last surviving reading (from
+    # ``meter_spacings``, which each day stores with its clean rows) opens each meter's day.
+    _stage_prev_spacings(con, p)
     run(
         con,
-        """CREATE OR REPLACE TEMP TABLE day_versions AS
-        WITH repeated AS (
-            SELECT meter_key, reading_ts, count(*) AS versions FROM day_checked
-            WHERE early_reason IS NULL GROUP BY ALL HAVING count(*) > 1
-        )
-        SELECT c.*, repeated.versions,
-            row_number() OVER version_order AS version_rank,
-            first_value(file_no) OVER version_order AS winner_file_no,
-            first_value(source_line) OVER version_order AS winner_line
-        FROM day_checked c JOIN repeated USING (meter_key, reading_ts)
-        WHERE c.early_reason IS NULL
-        WINDOW version_order AS (PARTITION BY meter_key, reading_ts
-            ORDER BY value IS NOT NULL DESC, file_no DESC, source_line DESC)""",
-    )
-
-    # Steps 5 and 6: kW, then the range.
-    run(
-        con,
-        f"""CREATE OR REPLACE TEMP TABLE day_survivors AS
-        WITH winners AS (
-            SELECT * EXCLUDE (version_rank, winner_file_no, winner_line) FROM day_versions
-            WHERE version_rank = 1
+        f"""CREATE OR REPLACE TEMP TABLE day_spaced AS
+        WITH stamps AS (
+            SELECT meter_key, reading_ts, value, unit, file_no, source_line, TRUE AS is_today
+            FROM day_checked WHERE early_reason IS NULL
+            -- the day before's stamp is on another day: never a version of today's readings
             UNION ALL BY NAME
-            SELECT c.*, 1 AS versions FROM day_checked c
-            ANTI JOIN day_versions v USING (meter_key, reading_ts)
-            WHERE c.early_reason IS NULL
+            SELECT DISTINCT meter_key, last_ts AS reading_ts, FALSE AS is_today
+            FROM prev_spacings
+        ),
+        ordered AS (
+            SELECT *,
+                lag(reading_ts) OVER versions AS before_ts,
+                lead(reading_ts) OVER versions AS after_ts
+            FROM stamps
+            WINDOW versions AS (PARTITION BY meter_key
+                ORDER BY reading_ts, value IS NOT NULL DESC, file_no DESC, source_line DESC)
         ),
         converted AS (
-            SELECT meter_key, reading_ts, file_no, source_line, value, unit,
+            SELECT meter_key, reading_ts, is_today, file_no, source_line,
+                before_ts IS DISTINCT FROM reading_ts AS survives,
+                -- of a survivor: the reading before it (another timestamp); of another version,
+                -- its own timestamp
+                before_ts AS prev_ts,
+                after_ts = reading_ts AND before_ts IS DISTINCT FROM reading_ts AS had_duplicates,
                 CASE WHEN unit = '{codes.UNIT_WATT}' THEN value / 1000 ELSE value END AS kw,
-                value IS NOT NULL AND unit = '{codes.UNIT_WATT}' AS unit_converted,
-                versions > 1 AS had_duplicates
-            FROM winners
+                value IS NOT NULL AND unit = '{codes.UNIT_WATT}' AS unit_converted
+            FROM ordered
         )
         SELECT *,
             CASE WHEN kw < 0 THEN '{codes.NEGATIVE_VALUE}'
@@ -119,12 +117,21 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         FROM converted""",
         p,
     )
+    # The versions that lose, with the version that wins: few, so they are staged alone and
+    # joined to the winners (which makes DuckDB build its hash table on them).
+    run(
+        con,
+        """CREATE OR REPLACE TEMP TABLE day_losers AS
+        SELECT meter_key, reading_ts, file_no, source_line, kw FROM day_spaced
+        WHERE is_today AND NOT survives""",
+    )
 
     # Step 7: the trailing window holds readings that passed step 6, the day before included:
     # there, the clean measured readings and the readings that step 7 itself rejected. The
     # window sums are running sums over arrays (``zscore``); only the outliers come back.
     population_sql = f"""SELECT meter_key, epoch_us(reading_ts) AS t, kw, TRUE AS is_today
-        FROM day_survivors WHERE kw IS NOT NULL AND range_reason IS NULL
+        FROM day_spaced
+        WHERE is_today AND survives AND kw IS NOT NULL AND range_reason IS NULL
         UNION ALL
         SELECT meter_id, epoch_us(reading_ts), kw, FALSE FROM standardized_readings
         WHERE partition_date BETWEEN $window_start_day AND $prev_day
@@ -149,32 +156,13 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     # rows of steps 1 to 4, so that no more than two tables of the day's size are held at once
     # (a 50,000-meter day otherwise outgrows DuckDB's memory limit and spills to disk).
     _stage_quarantine(con, p)
-    con.execute("DROP TABLE day_checked; DROP TABLE day_versions")
+    con.execute("DROP TABLE day_checked; DROP TABLE day_losers")
+    # From here on only the survivors of step 4 matter.
+    con.execute("DELETE FROM day_spaced WHERE NOT survives")
 
     # Step 8, first the interval: each meter's most common spacing between consecutive distinct
     # timestamps of rows that survived step 4, the day before included (shorter on a tie). The
-    # day before's spacings and last surviving reading come from ``meter_spacings``, which
-    # each day stores with its clean rows: it is not sorted again.
-    _stage_prev_spacings(con, p)
-    # One sorted pass gives every surviving reading the one before it (the day before's last
-    # included): the spacings that decide the interval, and the gaps to fill in. Today's rows
-    # carry what the later steps need, so nothing has to be joined back or sorted again.
-    run(
-        con,
-        """CREATE OR REPLACE TEMP TABLE day_spaced AS
-        WITH stamps AS (
-            SELECT meter_key, reading_ts, TRUE AS is_today, kw, range_reason, unit_converted,
-                had_duplicates, file_no, source_line
-            FROM day_survivors
-            -- the day before's stamp is on another day: no overlap, no DISTINCT needed
-            UNION ALL BY NAME
-            SELECT DISTINCT meter_key, last_ts AS reading_ts, FALSE AS is_today
-            FROM prev_spacings SEMI JOIN day_survivors USING (meter_key)
-        )
-        SELECT *, lag(reading_ts) OVER (PARTITION BY meter_key ORDER BY reading_ts) AS prev_ts
-        FROM stamps""",
-    )
-    con.execute("DROP TABLE day_survivors")  # today's rows of day_spaced are the survivors
+    # day before's spacings come from ``meter_spacings``: it is not sorted again.
     run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE day_spacings AS
@@ -388,25 +376,26 @@ def _stage_quarantine(con: duckdb.DuckDBPyConnection, p: dict[str, object]) -> N
             UNION ALL
             SELECT v.file_no, v.source_line, '{codes.DUPLICATE}',
                 'meter ' || v.meter_key || ' at ' || strftime(v.reading_ts, '%Y-%m-%dT%H:%M:%SZ')
-                    || ' has a version that wins: file ' || w.source_file
-                    || ' line ' || v.winner_line,
-                v.reading_ts,
-                CASE WHEN v.unit = '{codes.UNIT_WATT}' THEN v.value / 1000 ELSE v.value END
-            FROM day_versions v JOIN day_files w ON w.file_no = v.winner_file_no
-            WHERE v.version_rank > 1
+                    || ' has a version that wins: file ' || wf.source_file
+                    || ' line ' || w.source_line,
+                v.reading_ts, v.kw
+            FROM day_losers v
+            JOIN day_spaced w ON w.meter_key = v.meter_key AND w.reading_ts = v.reading_ts
+                AND w.survives
+            JOIN day_files wf ON wf.file_no = w.file_no
             UNION ALL
             SELECT file_no, source_line, range_reason,
                 'kW ' || kw || CASE WHEN range_reason = '{codes.NEGATIVE_VALUE}'
                     THEN ' is below 0' ELSE ' is above the maximum ' || $max_kw END,
                 reading_ts, kw
-            FROM day_survivors WHERE range_reason IS NOT NULL
+            FROM day_spaced WHERE is_today AND survives AND range_reason IS NOT NULL
             UNION ALL
             SELECT s.file_no, s.source_line, '{codes.OUTLIER_ZSCORE}',
                 'z = ' || round(z, 2) || ' from ' || n || ' readings of the trailing window '
                     || '(mean ' || round(mean, 4) || ' kW, sd ' || round(sd, 4) || ' kW)',
                 reading_ts, kw
-            FROM day_survivors s JOIN day_zscores USING (meter_key, reading_ts)
-            WHERE s.range_reason IS NULL
+            FROM day_spaced s JOIN day_zscores USING (meter_key, reading_ts)
+            WHERE s.is_today AND s.survives AND s.range_reason IS NULL
         )
         SELECT r.meter_id, r."timestamp", r.energy_value, r.energy_unit, q.reason, q.detail,
             q.reading_ts, q.kw, f.source_file, q.source_line, CAST($day AS DATE) AS partition_date

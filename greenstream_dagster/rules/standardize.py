@@ -17,6 +17,7 @@ import datetime as dt
 import math
 
 import duckdb
+import pyarrow as pa
 
 from ..settings import Settings
 from . import codes
@@ -26,6 +27,9 @@ from .zscore import trailing_outliers
 STAGED_STANDARDIZED = "staged_standardized"
 STAGED_QUARANTINE = "staged_quarantine"
 STAGED_SPACINGS = "staged_meter_spacings"
+# Readings of step 7's population taken at once (``_stage_zscores``): the arrays take about
+# 80 bytes a reading, so a group of meters stays near 0.2 GB.
+ZSCORE_GROUP_READINGS = 2_500_000
 
 
 # Minutes between a reading and the one before it (``prev_ts``), from integer microseconds:
@@ -126,31 +130,8 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         WHERE is_today AND NOT survives""",
     )
 
-    # Step 7: the trailing window holds readings that passed step 6, the day before included:
-    # there, the clean measured readings and the readings that step 7 itself rejected. The
-    # window sums are running sums over arrays (``zscore``); only the outliers come back.
-    population_sql = f"""SELECT meter_key, epoch_us(reading_ts) AS t, kw, TRUE AS is_today
-        FROM day_spaced
-        WHERE is_today AND survives AND kw IS NOT NULL AND range_reason IS NULL
-        UNION ALL
-        SELECT meter_id, epoch_us(reading_ts), kw, FALSE FROM standardized_readings
-        WHERE partition_date BETWEEN $window_start_day AND $prev_day
-          AND quality = '{codes.QUALITY_MEASURED}'
-        UNION ALL
-        SELECT trim(meter_id), epoch_us(reading_ts), kw, FALSE FROM quarantine
-        WHERE partition_date BETWEEN $window_start_day AND $prev_day
-          AND reason = '{codes.OUTLIER_ZSCORE}'"""
-    population = con.sql(population_sql, params=bind(population_sql, p)).to_arrow_table()
-    outliers = trailing_outliers(
-        population,
-        window_us=_micros(settings.zscore_window_hours),
-        min_readings=settings.zscore_min_readings,
-        threshold=settings.zscore_threshold,
-    )
-    del population
-    con.register("day_outliers", outliers)
-    con.execute("CREATE OR REPLACE TEMP TABLE day_zscores AS SELECT * FROM day_outliers")
-    con.unregister("day_outliers")
+    # Step 7 (``_stage_zscores``).
+    _stage_zscores(con, p, settings)
 
     # The quarantine is complete once the z-scores are known: stage it now, and let go of the
     # rows of steps 1 to 4, so that no more than two tables of the day's size are held at once
@@ -315,6 +296,57 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         WHERE i.in_day
         """,
     )
+
+
+def _stage_zscores(con: duckdb.DuckDBPyConnection, p: dict[str, object], settings: Settings):
+    """``day_zscores``: the day's readings that step 7 rejects, with their window's figures.
+
+    The trailing window holds readings that passed step 6, the day before included: there, the
+    clean measured readings and the readings that step 7 itself rejected. The window sums are
+    running sums over arrays (``zscore``), taken over groups of meters (by a hash of the id)
+    so that the arrays stay small however many meters there are; only the outliers come back.
+    """
+    [(today,)] = con.execute("SELECT count(*) FROM day_spaced WHERE is_today").fetchall()
+    days = 1 + (p["day"] - p["window_start_day"]).days
+    groups = max(1, math.ceil(today * days / ZSCORE_GROUP_READINGS))
+    found = []
+    for group in range(groups):
+        sql = _population_sql(groups, group)
+        population = con.sql(sql, params=bind(sql, p))
+        found.append(
+            trailing_outliers(
+                population.to_arrow_table(),
+                window_us=_micros(settings.zscore_window_hours),
+                min_readings=settings.zscore_min_readings,
+                threshold=settings.zscore_threshold,
+            )
+        )
+    con.register("day_outliers", pa.concat_tables(found))
+    con.execute("CREATE OR REPLACE TEMP TABLE day_zscores AS SELECT * FROM day_outliers")
+    con.unregister("day_outliers")
+
+
+def _population_sql(groups: int, group: int) -> str:
+    """Step 7's population for one group of meters: the day's readings that passed step 6,
+    and the readings of the days before that count in their windows."""
+
+    def in_group(meter: str) -> str:
+        # The two integers are inlined, never input text: DuckDB filters on a modulo of two
+        # parameters eight times slower (0.4 s against 0.05 s over a stored day).
+        return f"AND hash({meter}) % {groups:d} = {group:d}" if groups > 1 else ""
+
+    return f"""SELECT meter_key, epoch_us(reading_ts) AS t, kw, TRUE AS is_today
+        FROM day_spaced
+        WHERE is_today AND survives AND kw IS NOT NULL AND range_reason IS NULL
+            {in_group("meter_key")}
+        UNION ALL
+        SELECT meter_id, epoch_us(reading_ts), kw, FALSE FROM standardized_readings
+        WHERE partition_date BETWEEN $window_start_day AND $prev_day
+          AND quality = '{codes.QUALITY_MEASURED}' {in_group("meter_id")}
+        UNION ALL
+        SELECT trim(meter_id), epoch_us(reading_ts), kw, FALSE FROM quarantine
+        WHERE partition_date BETWEEN $window_start_day AND $prev_day
+          AND reason = '{codes.OUTLIER_ZSCORE}' {in_group("trim(meter_id)")}"""
 
 
 def _stage_prev_spacings(con: duckdb.DuckDBPyConnection, p: dict[str, object]) -> None:

@@ -11,6 +11,7 @@ from contextlib import ExitStack
 
 import pytest
 
+from greenstream_dagster.rules import standardize as standardize_module
 from greenstream_dagster.rules.standardize import spacings_of_stored_day_sql
 from greenstream_dagster.settings import Settings
 from greenstream_dagster.storage import warehouse
@@ -433,6 +434,28 @@ def test_zscore(zscore_batch, request, before, rows, expected, quarantined_befor
     assert zscore_batch.clean(case, D) == expected
     assert zscore_batch.quarantine(case, D_BEFORE) == quarantined_before
     assert zscore_batch.quarantine(case, D) == quarantined
+
+
+def test_zscore_over_groups_of_meters_decides_the_same(zscore_batch, monkeypatch):
+    """Step 7 takes its population a group of meters at a time (by a hash of the id), to
+    bound its memory: with groups of a few readings, every case ends as with one group."""
+    monkeypatch.setattr(standardize_module, "ZSCORE_GROUP_READINGS", 7)
+    with ExitStack() as stack:
+        batch = new_batch(stack)
+        for case in ZSCORE_CASES:
+            before, rows = case.values[:2]
+            batch.add(case.id, before, D_BEFORE, "p")
+            batch.add(case.id, rows, D)
+        standardize(batch.con, D_BEFORE)
+        standardize(batch.con, D)
+        for case in ZSCORE_CASES:
+            assert batch.clean(case.id, D) == zscore_batch.clean(case.id, D)
+            for day in (D_BEFORE, D):
+                assert batch.quarantine(case.id, day) == zscore_batch.quarantine(case.id, day)
+        [(outliers,)] = batch.con.execute(
+            "SELECT count(*) FROM quarantine WHERE reason = 'outlier_zscore'"
+        ).fetchall()
+        assert outliers == 7  # the cases above: six on D, one on the day before
 
 
 def test_zscore_threshold_is_configurable(con):

@@ -1,8 +1,12 @@
 """``pipeline``'s raw rows: ``raw_files`` mirrors the raw zone's sidecars exactly, and rows are
-placed on the days their sidecar recorded."""
+placed on the days their sidecar recorded; the archive keeps the clean rows' meter and time
+order."""
 
 import datetime as dt
 import json
+import random
+
+import pyarrow.parquet as pq
 
 from greenstream_dagster import pipeline
 from greenstream_dagster.landing import land_file
@@ -80,3 +84,31 @@ def test_a_sidecar_records_no_first_day_when_every_row_has_a_day(settings, tmp_p
         ]
         is None
     )
+
+
+def test_archive_rows_are_in_meter_and_time_order(settings, tmp_path):
+    """The archive is written in the order the clean rows are stored, and standardize stores
+    them by meter, then time, whatever order the file had: gaps filled in between, a reading
+    quarantined (its interval then filled) and 37,200 rows shuffled across 400 meters."""
+    rng = random.Random(7)
+    start = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    rows = []
+    for m in range(400):
+        for i in range(96):  # the whole day
+            if i in (30, 31, 32):  # a gap of three intervals, filled in as rows of their own
+                continue
+            value = "50" if i == 60 else f"{1 + (i % 7) / 10:.1f}"  # 50 kW: above_max
+            ts = (start + dt.timedelta(minutes=15 * i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            rows.append((f"meter-{m:04d}", ts, value, "kW"))
+    rng.shuffle(rows)
+    path = write_csv(tmp_path / "shuffled.csv", rows)
+    land_file(path, settings, arrival=dt.datetime(2026, 11, 21, tzinfo=dt.UTC))
+    with warehouse.connect(settings.warehouse_path) as con:
+        pipeline.build_raw_readings(con, settings, D2)
+        pipeline.build_standardized(con, settings, D2)
+        written = pipeline.build_archive(con, settings, D2)
+    table = pq.read_table(written.counts["path"], columns=["meter_id", "reading_ts", "quality"])
+    keys = list(zip(table["meter_id"].to_pylist(), table["reading_ts"].to_pylist(), strict=True))
+    assert len(keys) == 400 * 96
+    assert keys == sorted(keys)
+    assert table["quality"].to_pylist().count("filled") == 400 * 4  # under an hour: filled

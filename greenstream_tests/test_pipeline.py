@@ -87,9 +87,9 @@ def test_a_sidecar_records_no_first_day_when_every_row_has_a_day(settings, tmp_p
 
 
 def test_archive_rows_are_in_meter_and_time_order(settings, tmp_path):
-    """The archive is written in the order the clean rows are stored, and standardize stores
-    them by meter, then time, whatever order the file had: gaps filled in between, a reading
-    quarantined (its interval then filled) and 37,200 rows shuffled across 400 meters."""
+    """The archive is written by meter, then time, whatever order the file had (a reader of
+    one meter then skips the other row groups): gaps filled in between, a reading quarantined
+    (its interval then filled) and 37,200 rows shuffled across 400 meters."""
     rng = random.Random(7)
     start = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
     rows = []

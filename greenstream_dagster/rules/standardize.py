@@ -294,9 +294,6 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         LEFT JOIN day_fill d ON i.kw IS NULL AND d.meter_key = i.meter_key
             AND d.reading_ts = i.reading_ts
         WHERE i.in_day
-        -- Stored in meter and time order: the archive is then written in that order without a
-        -- sort of its own (0.6 s against 2.0 s a day), and sorting here costs 0.8 s.
-        ORDER BY i.meter_key, i.reading_ts
         """,
     )
 

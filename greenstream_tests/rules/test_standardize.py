@@ -409,17 +409,22 @@ ZSCORE_CASES = [
 ]
 
 
+def standardized_zscore_cases(stack: ExitStack) -> Batch:
+    """Every z-score case in one warehouse, the day before and D standardized."""
+    batch = new_batch(stack)
+    for case in ZSCORE_CASES:
+        before, rows = case.values[:2]
+        batch.add(case.id, before, D_BEFORE, "p")
+        batch.add(case.id, rows, D)
+    standardize(batch.con, D_BEFORE)
+    standardize(batch.con, D)
+    return batch
+
+
 @pytest.fixture(scope="module")
 def zscore_batch():
     with ExitStack() as stack:
-        batch = new_batch(stack)
-        for case in ZSCORE_CASES:
-            before, rows = case.values[:2]
-            batch.add(case.id, before, D_BEFORE, "p")
-            batch.add(case.id, rows, D)
-        standardize(batch.con, D_BEFORE)
-        standardize(batch.con, D)
-        yield batch
+        yield standardized_zscore_cases(stack)
 
 
 @pytest.mark.parametrize(
@@ -441,13 +446,7 @@ def test_zscore_over_groups_of_meters_decides_the_same(zscore_batch, monkeypatch
     bound its memory: with groups of a few readings, every case ends as with one group."""
     monkeypatch.setattr(standardize_module, "ZSCORE_GROUP_READINGS", 7)
     with ExitStack() as stack:
-        batch = new_batch(stack)
-        for case in ZSCORE_CASES:
-            before, rows = case.values[:2]
-            batch.add(case.id, before, D_BEFORE, "p")
-            batch.add(case.id, rows, D)
-        standardize(batch.con, D_BEFORE)
-        standardize(batch.con, D)
+        batch = standardized_zscore_cases(stack)
         for case in ZSCORE_CASES:
             assert batch.clean(case.id, D) == zscore_batch.clean(case.id, D)
             for day in (D_BEFORE, D):

@@ -110,7 +110,8 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
                 -- of a survivor: the reading before it (another timestamp); of another version,
                 -- its own timestamp
                 before_ts AS prev_ts,
-                after_ts = reading_ts AND before_ts IS DISTINCT FROM reading_ts AS had_duplicates,
+                coalesce(after_ts = reading_ts, FALSE) AND before_ts IS DISTINCT FROM reading_ts
+                    AS had_duplicates,
                 CASE WHEN unit = '{codes.UNIT_WATT}' THEN value / 1000 ELSE value END AS kw,
                 value IS NOT NULL AND unit = '{codes.UNIT_WATT}' AS unit_converted
             FROM ordered

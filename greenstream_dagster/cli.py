@@ -8,6 +8,7 @@ run and every blocking check succeeded, 1 otherwise, and prints a summary per da
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import os
 import sys
@@ -77,5 +78,18 @@ def _process(files: list[Path], settings: Settings) -> int:
     return 0 if outcome.ok else 1
 
 
+def run() -> None:
+    """The console command: ``main``, then an exit without Python's teardown.
+
+    Once the output is flushed and the exit handlers have run (logging, DuckDB, Dagster), the
+    process ends at once: tearing down every imported module and freeing a day's arrays one
+    by one took 0.4 to 0.6 s after a 50,000-meter day, and nothing of it reaches the user."""
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -215,10 +215,15 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
             CAST($day AS DATE) AS partition_date
         FROM (
             SELECT meter_key, reading_ts, kw, rejected, unit_converted, had_duplicates,
-                file_no, source_line, interval_minutes
+                file_no, source_line, interval_minutes,
+                -- a missing interval comes right after the reading before this one: that
+                -- reading is the one that may open (anchor) a run of missing intervals
+                CASE WHEN kw IS NULL OR epoch_us(reading_ts) - epoch_us(prev_ts) > step_us
+                     THEN prev_ts END AS before_missing_ts
             FROM spaced
             UNION ALL
-            SELECT meter_key, reading_ts, NULL, FALSE, FALSE, FALSE, NULL, NULL, interval_minutes
+            SELECT meter_key, reading_ts, NULL, FALSE, FALSE, FALSE, NULL, NULL, interval_minutes,
+                NULL
             FROM gaps
         )
         """,
@@ -244,8 +249,17 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
             WHERE p.partition_date = $prev_day AND p.reading_ts >= m.last_measured
               AND p.meter_id IN (SELECT meter_key FROM meter_intervals)
         ),
+        -- The measured readings that a missing interval follows: the only ones that can be the
+        -- latest measured reading before a missing interval, so the only ones the ASOF join
+        -- needs to search (a few per meter instead of every reading of the day).
+        before_missing AS (
+            SELECT DISTINCT meter_key, before_missing_ts AS reading_ts FROM day_intervals
+            WHERE before_missing_ts IS NOT NULL
+        ),
         measured AS (
-            SELECT meter_key, reading_ts, kw FROM day_intervals WHERE kw IS NOT NULL
+            SELECT meter_key, reading_ts, kw FROM day_intervals SEMI JOIN before_missing
+                USING (meter_key, reading_ts)
+            WHERE kw IS NOT NULL
             UNION ALL
             SELECT meter_key, reading_ts, kw FROM prev_tail WHERE measured
         ),

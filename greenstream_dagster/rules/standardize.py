@@ -198,7 +198,9 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
                 CASE WHEN s.range_reason IS NULL AND z.meter_key IS NULL THEN s.kw END AS kw,
                 s.range_reason IS NOT NULL OR z.meter_key IS NOT NULL AS rejected,
                 s.unit_converted, s.had_duplicates, s.file_no, s.source_line,
-                i.interval_minutes, CAST(i.interval_minutes * 60e6 AS BIGINT) AS step_us
+                i.interval_minutes, CAST(i.interval_minutes * 60e6 AS BIGINT) AS step_us,
+                -- more than one interval after the reading before: missing intervals between
+                epoch_us(s.reading_ts) - epoch_us(s.prev_ts) > step_us AS after_gap
             FROM day_spaced s
             JOIN meter_intervals i USING (meter_key)
             LEFT JOIN day_zscores z USING (meter_key, reading_ts)
@@ -209,7 +211,7 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
                 unnest(range(prev_ts + to_microseconds(step_us), reading_ts,
                              to_microseconds(step_us))) AS reading_ts
             FROM spaced
-            WHERE prev_ts IS NOT NULL AND epoch_us(reading_ts) - epoch_us(prev_ts) > step_us
+            WHERE after_gap
         )
         SELECT *, reading_ts >= CAST($day AS TIMESTAMPTZ) AS in_day,
             CAST($day AS DATE) AS partition_date
@@ -218,8 +220,7 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
                 file_no, source_line, interval_minutes,
                 -- a missing interval comes right after the reading before this one: that
                 -- reading is the one that may open (anchor) a run of missing intervals
-                CASE WHEN kw IS NULL OR epoch_us(reading_ts) - epoch_us(prev_ts) > step_us
-                     THEN prev_ts END AS before_missing_ts
+                CASE WHEN kw IS NULL OR after_gap THEN prev_ts END AS before_missing_ts
             FROM spaced
             UNION ALL
             SELECT meter_key, reading_ts, NULL, FALSE, FALSE, FALSE, NULL, NULL, interval_minutes,

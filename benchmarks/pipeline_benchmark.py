@@ -400,7 +400,7 @@ def read_runs(dagster_home: Path) -> list[RunTiming]:
     import dagster as dg
     from dagster._core.events import DagsterEventType
 
-    from greenstream_dagster.orchestration.assets import days_done, partition_keys_of
+    from greenstream_dagster.orchestration.assets import days_done, first_and_last_day
 
     timings = []
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
@@ -429,8 +429,7 @@ def read_runs(dagster_home: Path) -> list[RunTiming]:
                     steps[entry.step_key] = (started[entry.step_key], entry.timestamp)
             if run_start is None:
                 continue
-            keys = partition_keys_of(run.tags)
-            partition = "..".join(dict.fromkeys([keys[0], keys[-1]])) if keys else "-"
+            partition = "..".join(first_and_last_day(run.tags)) or "-"
             timings.append(
                 RunTiming(
                     partition,

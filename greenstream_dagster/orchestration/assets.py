@@ -65,6 +65,12 @@ def partition_keys_of(tags: dict[str, str]) -> list[str]:
     return []
 
 
+def first_and_last_day(tags: dict[str, str]) -> list[str]:
+    """The first and the last day a run's tags name (one, when it is one day), to label it."""
+    keys = partition_keys_of(tags)
+    return list(dict.fromkeys([keys[0], keys[-1]])) if keys else []
+
+
 def days_of(context: dg.AssetExecutionContext) -> list[dt.date]:
     """The run's days in order (one, unless a run was launched for a range)."""
     return [dt.date.fromisoformat(key) for key in context.partition_keys]

@@ -14,7 +14,7 @@ import dagster as dg
 
 from ..alerts import raise_alert
 from ..landing_watch import follow_up_days, plan_runs, scan, take_files
-from .assets import ASSET_KEYS, DAILY, partition_keys_of
+from .assets import ASSET_KEYS, DAILY, first_and_last_day, partition_keys_of
 from .resources import GreenstreamSettings
 
 __all__ = ["daily_job", "follow_up_days", "landing_sensor", "run_failure_alert"]
@@ -127,8 +127,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, greenstream: Greenstream
 )
 def run_failure_alert(context: dg.RunFailureSensorContext, greenstream: GreenstreamSettings):
     run = context.dagster_run
-    keys = partition_keys_of(run.tags)
-    partition = " to ".join(dict.fromkeys([keys[0], keys[-1]])) if keys else "-"
+    partition = " to ".join(first_and_last_day(run.tags)) or "-"
     raise_alert(
         greenstream.settings(),
         "run_failed",

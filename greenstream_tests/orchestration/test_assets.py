@@ -13,6 +13,7 @@ from greenstream_dagster.orchestration.assets import (
     ASSETS,
     RANGE_END_TAG,
     RANGE_START_TAG,
+    first_and_last_day,
     partition_keys_of,
 )
 from greenstream_dagster.orchestration.checks import CHECKS, SCHEMA_TABLES
@@ -278,3 +279,10 @@ def test_the_days_a_runs_tags_name():
     assert partition_keys_of({RANGE_START_TAG: DAYS[0], RANGE_END_TAG: DAYS[-1]}) == DAYS
     assert partition_keys_of({RANGE_START_TAG: DAYS[1]}) == [DAYS[1]]
     assert partition_keys_of({"greenstream/trigger": "cli"}) == []
+    # the label of a run: its first and last day, once when it is one day
+    assert first_and_last_day({RANGE_START_TAG: DAYS[0], RANGE_END_TAG: DAYS[-1]}) == [
+        DAYS[0],
+        DAYS[-1],
+    ]
+    assert first_and_last_day({"dagster/partition": "2026-11-18"}) == ["2026-11-18"]
+    assert first_and_last_day({"greenstream/trigger": "cli"}) == []

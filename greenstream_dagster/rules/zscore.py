@@ -56,12 +56,14 @@ def trailing_outliers(
 ) -> pa.Table:
     """The readings of the day that step 7 sends to quarantine, with their window's figures.
 
-    ``population`` holds one row per meter and timestamp: ``meter_key`` (string), ``t`` (epoch
-    microseconds), ``kw`` (not null) and ``is_today``. The readings of the days before are only
-    the window of the day's readings; they are never judged themselves.
+    ``population`` holds one row per meter and timestamp: ``meter_key`` (the meter's id, or any
+    integer code standing for it), ``t`` (epoch microseconds), ``kw`` (not null) and
+    ``is_today``. The readings of the days before are only the window of the day's readings;
+    they are never judged themselves. The result's ``meter_key`` has the population's type.
     """
+    schema = OUTLIER_SCHEMA.set(0, pa.field("meter_key", population.schema.field("meter_key").type))
     if population.num_rows == 0:
-        return OUTLIER_SCHEMA.empty_table()
+        return schema.empty_table()
     readings = _Readings.sorted_from(population, window_us)
     judged = np.flatnonzero(readings.today)
     begin, end = readings.windows(judged, window_us)
@@ -80,7 +82,7 @@ def trailing_outliers(
     picked = judged[outlier]
     return pa.table(
         {
-            "meter_key": population["meter_key"].take(readings.order[picked]).cast(pa.string()),
+            "meter_key": population["meter_key"].take(readings.order[picked]),
             "reading_ts": pa.array(readings.time_of(picked), pa.int64()).cast(
                 pa.timestamp("us", tz="UTC")
             ),
@@ -89,7 +91,7 @@ def trailing_outliers(
             "sd": pa.array(sd[outlier], pa.float64()),
             "z": pa.array(z[outlier], pa.float64()),
         },
-        schema=OUTLIER_SCHEMA,
+        schema=schema,
     )
 
 

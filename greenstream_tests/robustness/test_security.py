@@ -318,10 +318,10 @@ REVIEWED_INTERPOLATIONS = {
     "checked_rows_sql(source, settings)",
     # rules/standardize.py: SQL built from constants only (codes and table names)
     "spacings_of_stored_day_sql()",
-    # rules/standardize.py: a hash filter on a meter column, with two integers of the code's own
-    "in_group('meter_key')",
-    "in_group('meter_id')",
-    "in_group('trim(meter_id)')",
+    # rules/standardize.py: the range of meter codes of a z-score group, integers of the code's
+    # own
+    "first_code",
+    "end_code",
     # rules/row_checks.py: the relation of timestamp texts (a constant subquery over ``source``)
     "texts",
     # orchestration/checks.py: the unique-key column names of a Pandera schema (constants)

@@ -442,7 +442,7 @@ def test_zscore(zscore_batch, request, before, rows, expected, quarantined_befor
 
 
 def test_zscore_over_groups_of_meters_decides_the_same(zscore_batch, monkeypatch):
-    """Step 7 takes its population a group of meters at a time (by a hash of the id), to
+    """Step 7 takes its population a group of meters at a time (a range of their codes), to
     bound its memory: with groups of a few readings, every case ends as with one group."""
     monkeypatch.setattr(standardize_module, "ZSCORE_GROUP_READINGS", 7)
     with ExitStack() as stack:

@@ -184,3 +184,16 @@ def test_result_timestamps_are_utc():
     rows = quarter_hours("m1", T0 + DAY, [*BASE, 5.0])
     [row] = trailing_outliers(population(rows), DAY, 12, 3.0).to_pylist()
     assert row["reading_ts"] == dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.UTC)
+
+
+def test_integer_codes_stand_for_meters():
+    """The pipeline passes each meter as an integer code: the same readings are found, and the
+    result names them by the code."""
+    rows = quarter_hours("m1", T0 + DAY, [*BASE, 5.0]) + quarter_hours("m2", T0 + DAY, BASE)
+    table = population(rows)
+    coded = table.set_column(0, "meter_key", pa.array([7 if r[0] == "m1" else 3 for r in rows]))
+    got = trailing_outliers(coded, DAY, 12, 3.0)
+    assert got.schema.field("meter_key").type == pa.int64()
+    by_id = outliers(trailing_outliers(table, DAY, 12, 3.0))
+    assert [("m1", *row[1:]) for row in outliers(got)] == by_id
+    assert [row[0] for row in outliers(got)] == [7]

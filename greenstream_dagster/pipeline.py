@@ -24,6 +24,7 @@ from .rules.standardize import (
     STAGED_QUARANTINE,
     STAGED_SPACINGS,
     STAGED_STANDARDIZED,
+    release_staged,
     standardize_day,
 )
 from .settings import Settings
@@ -115,17 +116,24 @@ def build_standardized(
 ) -> DayReport:
     """Apply steps 1 to 8 to the day's raw rows: clean rows and quarantine, swapped together."""
     standardize_day(con, day, settings)
-    counts = replace_days(
-        con,
-        {
-            "standardized_readings": STAGED_STANDARDIZED,
-            "quarantine": STAGED_QUARANTINE,
-            "meter_spacings": STAGED_SPACINGS,
-        },
-        [day],
-    )
-    # Counted in the warehouse, in one pass: the staged clean rows are a view, computed once
-    # by the insert.
+    try:
+        counts = replace_days(
+            con,
+            {
+                "standardized_readings": STAGED_STANDARDIZED,
+                "quarantine": STAGED_QUARANTINE,
+                "meter_spacings": STAGED_SPACINGS,
+            },
+            [day],
+        )
+        reasons = dict(
+            con.execute(
+                f"SELECT reason, count(*) FROM {STAGED_QUARANTINE} GROUP BY ALL ORDER BY 2 DESC"
+            ).fetchall()
+        )
+    finally:
+        release_staged(con)
+    # Counted in the warehouse, in one pass: what was stored.
     [(measured, filled, missing, unit_converted, had_duplicates, meters)] = con.execute(
         f"""SELECT count(*) FILTER (WHERE quality = '{codes.QUALITY_MEASURED}'),
                    count(*) FILTER (WHERE quality = '{codes.QUALITY_FILLED}'),
@@ -135,11 +143,6 @@ def build_standardized(
             FROM standardized_readings WHERE partition_date = $day""",
         {"day": day},
     ).fetchall()
-    reasons = dict(
-        con.execute(
-            f"SELECT reason, count(*) FROM {STAGED_QUARANTINE} GROUP BY ALL ORDER BY 2 DESC"
-        ).fetchall()
-    )
     return DayReport(
         day,
         {

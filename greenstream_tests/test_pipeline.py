@@ -89,11 +89,12 @@ def test_a_sidecar_records_no_first_day_when_every_row_has_a_day(settings, tmp_p
 def test_archive_rows_are_in_meter_and_time_order(settings, tmp_path):
     """The archive is written by meter, then time, whatever order the file had (a reader of
     one meter then skips the other row groups): gaps filled in between, a reading quarantined
-    (its interval then filled) and 37,200 rows shuffled across 400 meters."""
+    (its interval then filled) and 139,500 rows shuffled across 1,500 meters: more than one
+    of DuckDB's row groups, so more than one thread inserts and writes them."""
     rng = random.Random(7)
     start = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
     rows = []
-    for m in range(400):
+    for m in range(1500):
         for i in range(96):  # the whole day
             if i in (30, 31, 32):  # a gap of three intervals, filled in as rows of their own
                 continue
@@ -109,6 +110,6 @@ def test_archive_rows_are_in_meter_and_time_order(settings, tmp_path):
         written = pipeline.build_archive(con, settings, D2)
     table = pq.read_table(written.counts["path"], columns=["meter_id", "reading_ts", "quality"])
     keys = list(zip(table["meter_id"].to_pylist(), table["reading_ts"].to_pylist(), strict=True))
-    assert len(keys) == 400 * 96
+    assert len(keys) == 1500 * 96
     assert keys == sorted(keys)
-    assert table["quality"].to_pylist().count("filled") == 400 * 4  # under an hour: filled
+    assert table["quality"].to_pylist().count("filled") == 1500 * 4  # under an hour: filled

@@ -5,10 +5,15 @@ the rules need from the day before: its clean rows and its quarantined readings 
 trailing window, the forward fill across midnight) and its ``meter_spacings`` (the meter's
 interval, the gap across midnight).
 
-Output: ``staged_standardized`` (a temp view over the staged steps), ``staged_quarantine`` and
-``staged_meter_spacings`` (temp tables), with the columns of the warehouse tables of the same
-name, ready for ``warehouse.replace_days``. Every raw row of the day lands in exactly one of the
-first two (quarantine, or a clean row that carries its source_line).
+Steps 1 to 3 are SQL (``row_checks``); steps 4 to 8 are passes over arrays sorted by meter and
+time (``meter_sequences``, step 7 in ``zscore``), which this module feeds from DuckDB and hands
+back to it.
+
+Output: ``staged_standardized`` (an Arrow table registered on the connection, in meter and time
+order), ``staged_quarantine`` and ``staged_meter_spacings`` (temp tables), with the columns of
+the warehouse tables of the same name, ready for ``warehouse.replace_days``;
+``release_staged`` lets go of them. Every raw row of the day lands in exactly one of the first
+two (quarantine, or a clean row that carries its source_line).
 """
 
 from __future__ import annotations
@@ -20,17 +25,29 @@ import functools
 import math
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from ..settings import Settings
 from . import codes
+from .meter_sequences import (
+    FILLED,
+    IN_RANGE,
+    MEASURED,
+    MISSING,
+    AnchorsBefore,
+    Sequence,
+    Survivors,
+    Versions,
+    meter_codes,
+)
 from .row_checks import checked_rows_sql, parameters, run, sql_list
 from .zscore import trailing_outliers
 
 STAGED_STANDARDIZED = "staged_standardized"
 STAGED_QUARANTINE = "staged_quarantine"
 STAGED_SPACINGS = "staged_meter_spacings"
-# Readings of step 7's population in one group of meters (``_stage_zscores``), and groups
+# Readings of step 7's population in one group of meters (``_zscores``), and groups
 # judged at once. numpy lets go of the GIL in its array work, so two groups keep both cores
 # busy (1.65 s to 1.15 s for a 50,000-meter day); the arrays take about 80 bytes a reading,
 # so two groups in flight stay near 0.2 GB.
@@ -41,6 +58,12 @@ ZSCORE_THREADS = 2
 # Minutes between a reading and the one before it (``prev_ts``), from integer microseconds:
 # epoch() of an interval costs several times more.
 SPACING_MINUTES = "(epoch_us(reading_ts) - epoch_us(prev_ts)) / 1000000 / 60"
+
+
+def release_staged(con: duckdb.DuckDBPyConnection) -> None:
+    """Let go of the staged rows once the warehouse holds them."""
+    con.unregister(STAGED_STANDARDIZED)
+    con.execute(f"DROP TABLE IF EXISTS {STAGED_QUARANTINE}; DROP TABLE IF EXISTS {STAGED_SPACINGS}")
 
 
 def _micros(hours: float) -> int:
@@ -84,271 +107,155 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         p,
     )
 
-    # Steps 4 to 6 and the spacings of step 8 in one sorted pass. Each meter's valid rows in
-    # time order, the versions of one timestamp best first (a version with a value, then the
-    # latest arrival, then the latest line): the first version of a timestamp survives step 4,
-    # and the row before it is the last version of the timestamp before, so ``lag`` gives each
-    # survivor the reading before it. The day before's last surviving reading (from
-    # ``meter_spacings``, which each day stores with its clean rows) opens each meter's day.
+    # Steps 4 to 8 over arrays (``meter_sequences``): the day's valid rows, each meter as an
+    # integer code numbered in the order of the ids.
+    rows = con.sql(
+        f"""SELECT meter_key, epoch_us(reading_ts) AS t, value,
+            coalesce(unit = '{codes.UNIT_WATT}', FALSE) AS watt, file_no, source_line
+        FROM day_checked WHERE early_reason IS NULL"""
+    ).to_arrow_table()
+    code, ids = meter_codes(rows["meter_key"])
+    con.register(
+        "day_meters",
+        pa.table({"meter_key": ids, "meter_code": np.arange(len(ids), dtype=np.int32)}),
+    )
+    versions = Versions.of_rows(
+        code,
+        rows["t"].to_numpy(),
+        rows["value"].fill_null(0.0).to_numpy(),
+        rows["value"].is_valid().to_numpy(),
+        rows["watt"].to_numpy(),
+        rows["file_no"].to_numpy(),
+        rows["source_line"].to_numpy(),
+        settings.max_kw,
+    )
+    del rows, code
     _stage_prev_spacings(con, p)
-    run(
+    last_before, has_last_before = _by_code(
         con,
-        f"""CREATE OR REPLACE TEMP TABLE day_spaced AS
-        WITH stamps AS (
-            SELECT meter_key, reading_ts, value, unit, file_no, source_line, TRUE AS is_today
-            FROM day_checked WHERE early_reason IS NULL
-            -- the day before's stamp is on another day: never a version of today's readings
-            UNION ALL BY NAME
-            SELECT DISTINCT meter_key, last_ts AS reading_ts, FALSE AS is_today
-            FROM prev_spacings
-        ),
-        ordered AS (
-            SELECT *,
-                lag(reading_ts) OVER versions AS before_ts,
-                lead(reading_ts) OVER versions AS after_ts
-            FROM stamps
-            WINDOW versions AS (PARTITION BY meter_key
-                ORDER BY reading_ts, value IS NOT NULL DESC, file_no DESC, source_line DESC)
-        ),
-        converted AS (
-            SELECT meter_key, reading_ts, is_today, file_no, source_line,
-                before_ts IS DISTINCT FROM reading_ts AS survives,
-                -- of a survivor: the reading before it (another timestamp); of another version,
-                -- its own timestamp
-                before_ts AS prev_ts,
-                coalesce(after_ts = reading_ts, FALSE) AND before_ts IS DISTINCT FROM reading_ts
-                    AS had_duplicates,
-                CASE WHEN unit = '{codes.UNIT_WATT}' THEN value / 1000 ELSE value END AS kw,
-                value IS NOT NULL AND unit = '{codes.UNIT_WATT}' AS unit_converted
-            FROM ordered
-        )
-        SELECT *,
-            CASE WHEN kw < 0 THEN '{codes.NEGATIVE_VALUE}'
-                 WHEN kw > $max_kw THEN '{codes.ABOVE_MAX}' END AS range_reason
-        FROM converted""",
-        p,
+        len(ids),
+        """SELECT DISTINCT m.meter_code, epoch_us(s.last_ts)
+        FROM prev_spacings s JOIN day_meters m USING (meter_key)""",
+        np.int64,
     )
-    # The versions that lose, with the version that wins: few, so they are staged alone and
-    # joined to the winners (which makes DuckDB build its hash table on them).
-    run(
-        con,
-        """CREATE OR REPLACE TEMP TABLE day_losers AS
-        SELECT meter_key, reading_ts, file_no, source_line, kw FROM day_spaced
-        WHERE is_today AND NOT survives""",
-    )
+    survivors = Survivors.of(versions, last_before, has_last_before)
+    position = survivors.position
+    in_range = versions.has_kw[position] & (versions.range_reason[position] == IN_RANGE)
 
-    # Step 7 (``_stage_zscores``).
-    _stage_zscores(con, p, settings)
+    # Step 7 (``_zscores``): the survivors it rejects, and the figures of their windows.
+    outliers, figures = _zscores(con, p, settings, survivors, versions.kw[position], in_range)
+    measured = in_range & ~outliers
+    rejected = (versions.range_reason[position] != IN_RANGE) | outliers
 
-    # The quarantine is complete once the z-scores are known: stage it now, and let go of the
-    # rows of steps 1 to 4, so that no more than two tables of the day's size are held at once
-    # (a 50,000-meter day otherwise outgrows DuckDB's memory limit and spills to disk).
+    # The quarantine is complete once the z-scores are known.
+    _stage_rejected(con, versions, survivors, outliers, figures, ids)
     _stage_quarantine(con, p)
-    con.execute("DROP TABLE day_checked; DROP TABLE day_losers")
-    # From here on only the survivors of step 4 matter.
-    con.execute("DELETE FROM day_spaced WHERE NOT survives")
+    con.execute("DROP TABLE day_checked")
+    con.unregister("day_rejected")
 
     # Step 8, first the interval: each meter's most common spacing between consecutive distinct
     # timestamps of rows that survived step 4, the day before included (shorter on a tie). The
     # day before's spacings come from ``meter_spacings``: it is not sorted again.
-    run(
-        con,
-        f"""CREATE OR REPLACE TEMP TABLE day_spacings AS
-        SELECT meter_key, {SPACING_MINUTES} AS minutes,
-            prev_ts >= CAST($day AS TIMESTAMPTZ) AS within_day, count(*) AS times
-        FROM day_spaced WHERE is_today AND prev_ts IS NOT NULL GROUP BY ALL""",
-        p,
+    day_start = _micros_since_epoch(p["day"])
+    spaced = survivors.has_prev
+    con.register(
+        "day_spacing_rows",
+        pa.table(
+            {
+                "meter_code": survivors.code[spaced],
+                "minutes": (survivors.t[spaced] - survivors.prev_t[spaced]) / 1_000_000 / 60,
+                "within_day": survivors.prev_t[spaced] >= day_start,
+            }
+        ),
     )
     run(
         con,
-        """CREATE OR REPLACE TEMP TABLE meter_intervals AS
-        WITH counted AS (
-            SELECT meter_key, minutes, sum(times) AS times
-            FROM (SELECT meter_key, minutes, times FROM day_spacings
+        """CREATE OR REPLACE TEMP TABLE day_spacings AS
+        SELECT meter_code, minutes, within_day, count(*) AS times
+        FROM day_spacing_rows GROUP BY ALL""",
+    )
+    con.unregister("day_spacing_rows")
+    intervals, _ = _by_code(
+        con,
+        len(ids),
+        """WITH counted AS (
+            SELECT meter_code, minutes, sum(times) AS times
+            FROM (SELECT meter_code, minutes, times FROM day_spacings
                   UNION ALL
-                  SELECT meter_key, minutes, times FROM prev_spacings WHERE minutes IS NOT NULL)
+                  SELECT m.meter_code, s.minutes, s.times FROM prev_spacings s
+                  JOIN day_meters m USING (meter_key) WHERE s.minutes IS NOT NULL)
             GROUP BY ALL
-        ),
-        modes AS (
-            SELECT meter_key, arg_min(minutes, (-times, minutes)) AS interval_minutes
-            FROM counted GROUP BY meter_key
         )
-        SELECT m.meter_key, coalesce(modes.interval_minutes, $default_minutes)
-            AS interval_minutes
-        FROM (SELECT DISTINCT meter_key FROM day_spaced WHERE is_today) m
-        LEFT JOIN modes USING (meter_key)
-        """,
-        p,
+        SELECT meter_code, arg_min(minutes, (-times, minutes)) FROM counted GROUP BY ALL""",
+        np.float64,
+        missing=float(settings.default_interval_minutes),
     )
     # What the next day needs of this one: the spacings within the day, and the last reading.
+    last_code, last_t = survivors.last_of_meters()
+    con.register(
+        "day_last_readings",
+        pa.table({"meter_code": last_code, "last_ts": pa.array(last_t, _UTC_MICROS)}),
+    )
     run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE {STAGED_SPACINGS} AS
-        SELECT last.meter_key AS meter_id, within.minutes, coalesce(within.times, 0) AS times,
+        SELECT m.meter_key AS meter_id, within.minutes, coalesce(within.times, 0) AS times,
             last.last_ts, CAST($day AS DATE) AS partition_date
-        FROM (SELECT meter_key, max(reading_ts) AS last_ts FROM day_spaced WHERE is_today
-              GROUP BY ALL) last
-        LEFT JOIN (SELECT meter_key, minutes, times FROM day_spacings WHERE within_day) within
-            USING (meter_key)""",
+        FROM day_last_readings last
+        JOIN day_meters m USING (meter_code)
+        LEFT JOIN (SELECT meter_code, minutes, times FROM day_spacings WHERE within_day) within
+            USING (meter_code)""",
         p,
     )
+    con.unregister("day_last_readings")
+    con.execute("DROP TABLE day_spacings")
 
-    # Every interval of the day in order: the surviving readings, and the intervals between two
-    # of them more than one interval apart (generated one interval apart). The day before's
-    # last reading opens the day; generated intervals before midnight only count run lengths.
-    run(
-        con,
-        """CREATE OR REPLACE TEMP TABLE day_intervals AS
-        WITH spaced AS (
-            SELECT s.meter_key, s.reading_ts, s.prev_ts,
-                CASE WHEN s.range_reason IS NULL AND z.meter_key IS NULL THEN s.kw END AS kw,
-                s.range_reason IS NOT NULL OR z.meter_key IS NOT NULL AS rejected,
-                s.unit_converted, s.had_duplicates, s.file_no, s.source_line,
-                i.interval_minutes, CAST(i.interval_minutes * 60e6 AS BIGINT) AS step_us,
-                -- more than one interval after the reading before: missing intervals between
-                epoch_us(s.reading_ts) - epoch_us(s.prev_ts) > step_us AS after_gap
-            FROM day_spaced s
-            JOIN meter_intervals i USING (meter_key)
-            LEFT JOIN day_zscores z USING (meter_key, reading_ts)
-            WHERE s.is_today
-        ),
-        gaps AS (
-            SELECT meter_key, interval_minutes,
-                unnest(range(prev_ts + to_microseconds(step_us), reading_ts,
-                             to_microseconds(step_us))) AS reading_ts
-            FROM spaced
-            WHERE after_gap
-        )
-        SELECT *, reading_ts >= CAST($day AS TIMESTAMPTZ) AS in_day,
-            CAST($day AS DATE) AS partition_date
-        FROM (
-            SELECT meter_key, reading_ts, kw, rejected, unit_converted, had_duplicates,
-                file_no, source_line, interval_minutes,
-                -- a missing interval comes right after the reading before this one: that
-                -- reading is the one that may open (anchor) a run of missing intervals
-                CASE WHEN kw IS NULL OR after_gap THEN prev_ts END AS before_missing_ts
-            FROM spaced
-            UNION ALL
-            SELECT meter_key, reading_ts, NULL, FALSE, FALSE, FALSE, NULL, NULL, interval_minutes,
-                NULL
-            FROM gaps
-        )
-        """,
-        p,
+    # Every interval of the day in order, and the forward fill: a run of missing intervals
+    # shorter than the limit in total, right after a measured reading (the day before's clean
+    # rows count), takes that reading's kW.
+    sequence = Sequence.of(
+        survivors,
+        measured,
+        versions.kw[position],
+        intervals,
+        _anchors_before(con, p, len(ids)),
+        float(settings.fill_max_minutes),
     )
-    con.execute("DROP TABLE day_spaced")
-
-    # Forward fill: a run of consecutive missing intervals shorter than the limit in total,
-    # right after a measured reading (the day before's clean rows count), takes that reading's kW.
-    # The run of a missing interval is every missing interval with the same latest measured
-    # reading before it (its anchor), found with an ASOF join: only missing rows are grouped.
-    run(
-        con,
-        f"""CREATE OR REPLACE TEMP TABLE day_fill AS
-        WITH prev_tail AS (
-            -- the day before's clean rows from its last measured reading on: they open the run
-            SELECT p.meter_id AS meter_key, p.reading_ts, p.kw,
-                p.quality = '{codes.QUALITY_MEASURED}' AS measured
-            FROM standardized_readings p
-            JOIN (SELECT meter_id, max(reading_ts) AS last_measured FROM standardized_readings
-                  WHERE partition_date = $prev_day AND quality = '{codes.QUALITY_MEASURED}'
-                  GROUP BY meter_id) m USING (meter_id)
-            WHERE p.partition_date = $prev_day AND p.reading_ts >= m.last_measured
-              AND p.meter_id IN (SELECT meter_key FROM meter_intervals)
-        ),
-        -- The measured readings that a missing interval follows: the only ones that can be the
-        -- latest measured reading before a missing interval, so the only ones the ASOF join
-        -- needs to search (a few per meter instead of every reading of the day).
-        before_missing AS (
-            SELECT DISTINCT meter_key, before_missing_ts AS reading_ts FROM day_intervals
-            WHERE before_missing_ts IS NOT NULL
-        ),
-        measured AS (
-            SELECT meter_key, reading_ts, kw FROM day_intervals SEMI JOIN before_missing
-                USING (meter_key, reading_ts)
-            WHERE kw IS NOT NULL
-            UNION ALL
-            SELECT meter_key, reading_ts, kw FROM prev_tail WHERE measured
-        ),
-        missing AS (
-            SELECT meter_key, reading_ts FROM day_intervals WHERE kw IS NULL
-            UNION ALL
-            SELECT meter_key, reading_ts FROM prev_tail WHERE NOT measured
-        ),
-        anchored AS (
-            SELECT m.meter_key, m.reading_ts, a.reading_ts AS anchor_ts, a.kw AS anchor_kw
-            FROM missing m ASOF LEFT JOIN measured a
-                ON m.meter_key = a.meter_key AND m.reading_ts > a.reading_ts
-        ),
-        decided AS (
-            SELECT a.meter_key, a.reading_ts,
-                a.anchor_ts IS NOT NULL
-                    AND count(*) OVER (PARTITION BY a.meter_key, a.anchor_ts)
-                        * i.interval_minutes < $fill_minutes AS fillable,
-                a.anchor_kw
-            FROM anchored a JOIN meter_intervals i USING (meter_key)
-        )
-        SELECT * FROM decided
-        """,
-        p,
-    )
-
-    # The clean rows are a view: the warehouse insert computes them once, with no staged copy
-    # of millions of rows in between.
-    run(
-        con,
-        f"""CREATE OR REPLACE TEMP VIEW {STAGED_STANDARDIZED} AS
-        SELECT i.meter_key AS meter_id, i.reading_ts,
-            CASE WHEN i.kw IS NOT NULL THEN i.kw WHEN d.fillable THEN d.anchor_kw END AS kw,
-            CASE WHEN i.kw IS NOT NULL THEN '{codes.QUALITY_MEASURED}'
-                 WHEN d.fillable THEN '{codes.QUALITY_FILLED}'
-                 ELSE '{codes.QUALITY_MISSING}' END AS quality,
-            i.kw IS NULL AS missing_value,
-            coalesce(i.kw IS NULL AND d.fillable, FALSE) AS filled,
-            coalesce(i.unit_converted AND NOT i.rejected, FALSE) AS unit_converted,
-            coalesce(i.had_duplicates AND NOT i.rejected, FALSE) AS had_duplicates,
-            i.interval_minutes,
-            CASE WHEN NOT i.rejected THEN files.source_file END AS source_file,
-            CASE WHEN NOT i.rejected THEN i.source_line END AS source_line,
-            i.partition_date
-        FROM day_intervals i
-        LEFT JOIN day_files files USING (file_no)
-        LEFT JOIN day_fill d ON i.kw IS NULL AND d.meter_key = i.meter_key
-            AND d.reading_ts = i.reading_ts
-        WHERE i.in_day
-        """,
-    )
+    clean = _clean_rows(con, p, sequence, versions, survivors, rejected, intervals, ids, day_start)
+    con.unregister("day_meters")
+    # The clean rows are handed to the warehouse insert as they are, in meter and time order.
+    con.register(STAGED_STANDARDIZED, clean)
 
 
-def _stage_zscores(con: duckdb.DuckDBPyConnection, p: dict[str, object], settings: Settings):
-    """``day_zscores``: the day's readings that step 7 rejects, with their window's figures.
+def _zscores(
+    con: duckdb.DuckDBPyConnection,
+    p: dict[str, object],
+    settings: Settings,
+    survivors: Survivors,
+    kw: np.ndarray,
+    in_range: np.ndarray,
+) -> tuple[np.ndarray, pa.Table]:
+    """Which survivors step 7 rejects, and a table of their window's figures (``survivor``,
+    ``n``, ``mean``, ``sd``, ``z``).
 
     The trailing window holds readings that passed step 6, the day before included: there, the
     clean measured readings and the readings that step 7 itself rejected. The window sums are
-    running sums over arrays (``zscore``), taken over groups of meters so that the arrays stay
-    small however many meters there are; only the outliers come back.
-
-    Each of the day's meters stands as a small integer (``zscore_meters``): the population is
-    staged once with it, and each group is a range of it. Fetching and encoding the ids of
-    9 million readings as text cost 0.4 s a group of a 50,000-meter day; the readings of meters
-    with nothing to judge today are left out at the same time.
+    running sums over arrays (``zscore``), taken over groups of meters (ranges of their codes)
+    so that the arrays stay small however many meters there are; numpy lets go of the GIL in
+    its array work, so two groups are judged at once on the two cores.
     """
     run(
         con,
-        """CREATE OR REPLACE TEMP TABLE zscore_meters AS
-        SELECT meter_key, CAST(row_number() OVER () - 1 AS INTEGER) AS meter_code
-        FROM (SELECT DISTINCT meter_key FROM day_spaced WHERE is_today)""",
-    )
-    run(
-        con,
-        f"""CREATE OR REPLACE TEMP TABLE zscore_population AS
-        SELECT m.meter_code, r.t, r.kw, r.is_today
-        FROM ({_POPULATION_SQL}) r JOIN zscore_meters m USING (meter_key)""",
+        f"""CREATE OR REPLACE TEMP TABLE zscore_before AS
+        SELECT m.meter_code, r.t, r.kw FROM ({_WINDOW_BEFORE_SQL}) r
+        JOIN day_meters m USING (meter_key)""",
         p,
     )
-    [(meters,)] = con.execute("SELECT count(*) FROM zscore_meters").fetchall()
-    [(readings,)] = con.execute("SELECT count(*) FROM zscore_population").fetchall()
-    groups = max(1, min(meters, math.ceil(readings / ZSCORE_GROUP_READINGS)))
+    [(before,)] = con.execute("SELECT count(*) FROM zscore_before").fetchall()
+    judged = np.flatnonzero(in_range)  # in meter and time order
+    judged_code = survivors.code[judged]
+    meters = int(survivors.code.max()) + 1 if len(survivors.code) else 0
+    groups = max(1, min(meters, math.ceil((len(judged) + before) / ZSCORE_GROUP_READINGS)))
     judge = functools.partial(
         trailing_outliers,
         window_us=_micros(settings.zscore_window_hours),
@@ -362,39 +269,181 @@ def _stage_zscores(con: duckdb.DuckDBPyConnection, p: dict[str, object], setting
             # Two integers computed here, never input text.
             first_code = meters * group // groups
             end_code = meters * (group + 1) // groups
-            population = con.sql(
-                f"""SELECT meter_code AS meter_key, t, kw, is_today FROM zscore_population
+            prior = con.execute(
+                f"""SELECT meter_code, t, kw FROM zscore_before
                 WHERE meter_code >= {first_code:d} AND meter_code < {end_code:d}"""
-            ).to_arrow_table()
+            ).fetchnumpy()
+            lo, hi = np.searchsorted(judged_code, [first_code, end_code])
+            today = judged[lo:hi]
+            population = pa.table(
+                {
+                    "meter_key": np.concatenate((judged_code[lo:hi], prior["meter_code"])),
+                    "t": np.concatenate((survivors.t[today], prior["t"])),
+                    "kw": np.concatenate((kw[today], prior["kw"])),
+                    "is_today": np.arange(len(today) + len(prior["t"])) < len(today),
+                }
+            )
             if len(pending) == ZSCORE_THREADS:
                 found.append(pending.popleft().result())
             pending.append(pool.submit(judge, population))
-            del population
+            del population, prior
         found.extend(done.result() for done in pending)
-    con.register("day_outliers", pa.concat_tables(found))
-    con.execute(
-        """CREATE OR REPLACE TEMP TABLE day_zscores AS
-        SELECT m.meter_key, o.* EXCLUDE (meter_key)
-        FROM day_outliers o JOIN zscore_meters m ON m.meter_code = o.meter_key;
-        DROP TABLE zscore_population; DROP TABLE zscore_meters"""
+    con.execute("DROP TABLE zscore_before")
+    outliers = pa.concat_tables(found)
+    survivor = survivors.find(
+        outliers["meter_key"].to_numpy(), outliers["reading_ts"].cast(pa.int64()).to_numpy()
     )
-    con.unregister("day_outliers")
+    rejected = np.zeros(len(survivors.t), dtype=bool)
+    rejected[survivor] = True
+    figures = outliers.drop_columns(["meter_key", "reading_ts"]).append_column(
+        "survivor", pa.array(survivor, pa.int64())
+    )
+    return rejected, figures
 
 
-# Step 7's population: the day's readings that passed step 6, and the readings of the days
-# before that count in their windows.
-_POPULATION_SQL = f"""
-    SELECT meter_key, epoch_us(reading_ts) AS t, kw, TRUE AS is_today
-    FROM day_spaced
-    WHERE is_today AND survives AND kw IS NOT NULL AND range_reason IS NULL
-    UNION ALL
-    SELECT meter_id, epoch_us(reading_ts), kw, FALSE FROM standardized_readings
+# The readings of the days before that count in step 7's windows: the clean measured readings,
+# and the readings that step 7 itself rejected.
+_WINDOW_BEFORE_SQL = f"""
+    SELECT meter_id AS meter_key, epoch_us(reading_ts) AS t, kw FROM standardized_readings
     WHERE partition_date BETWEEN $window_start_day AND $prev_day
       AND quality = '{codes.QUALITY_MEASURED}'
     UNION ALL
-    SELECT trim(meter_id), epoch_us(reading_ts), kw, FALSE FROM quarantine
+    SELECT trim(meter_id), epoch_us(reading_ts), kw FROM quarantine
     WHERE partition_date BETWEEN $window_start_day AND $prev_day
       AND reason = '{codes.OUTLIER_ZSCORE}'"""
+
+
+def _by_code(con, size: int, sql: str, dtype, missing=0) -> tuple[np.ndarray, np.ndarray]:
+    """An array indexed by meter code from ``sql``'s rows (code, value), and which codes had a
+    row; ``missing`` where none."""
+    rows = con.execute(sql).fetchnumpy()
+    keys = list(rows)
+    values = np.full(size, missing, dtype=dtype)
+    present = np.zeros(size, dtype=bool)
+    values[rows[keys[0]]] = rows[keys[1]]
+    present[rows[keys[0]]] = True
+    return values, present
+
+
+def _micros_since_epoch(day: dt.date) -> int:
+    return (day - dt.date(1970, 1, 1)).days * 86_400_000_000
+
+
+_UTC_MICROS = pa.timestamp("us", tz="UTC")
+
+
+def _anchors_before(con, p: dict[str, object], meters: int) -> AnchorsBefore:
+    """The day before's last measured reading of each meter, and its clean rows after it."""
+    sql = f"""WITH last AS (
+            SELECT meter_id, max(reading_ts) AS last_measured FROM standardized_readings
+            WHERE partition_date = $prev_day AND quality = '{codes.QUALITY_MEASURED}'
+            GROUP BY meter_id
+        )
+        SELECT m.meter_code, arg_min(s.kw, s.reading_ts) AS kw, count(*) - 1 AS missing_after
+        FROM standardized_readings s
+        JOIN last l USING (meter_id)
+        JOIN day_meters m ON m.meter_key = s.meter_id
+        WHERE s.partition_date = $prev_day AND s.reading_ts >= l.last_measured
+        GROUP BY ALL"""
+    rows = run(con, sql, p).fetchnumpy()
+    kw = np.zeros(meters)
+    missing_after = np.zeros(meters, dtype=np.int64)
+    has_anchor = np.zeros(meters, dtype=bool)
+    kw[rows["meter_code"]] = rows["kw"]
+    missing_after[rows["meter_code"]] = rows["missing_after"]
+    has_anchor[rows["meter_code"]] = True
+    return AnchorsBefore(has_anchor, kw, missing_after)
+
+
+def _stage_rejected(con, versions: Versions, survivors: Survivors, outliers, figures, ids):
+    """``day_rejected``: the rows steps 4 to 7 send to quarantine, with what their detail says
+    (the version that wins a duplicate, the figures of an outlier's window)."""
+    losers = np.flatnonzero(~versions.survives)
+    ranged = survivors.position[versions.range_reason[survivors.position] != IN_RANGE]
+    flagged = survivors.position[figures["survivor"].to_numpy()]
+    position = np.concatenate((losers, ranged, flagged))
+    reason = np.concatenate(
+        (
+            np.full(len(losers), 0, dtype=np.int8),
+            versions.range_reason[ranged],
+            np.full(len(flagged), 3, dtype=np.int8),
+        )
+    )
+    reasons = pa.array(
+        [codes.DUPLICATE, codes.NEGATIVE_VALUE, codes.ABOVE_MAX, codes.OUTLIER_ZSCORE]
+    )
+    winner = versions.winner[position]
+    is_loser = np.arange(len(position)) < len(losers)
+    no_figures = np.arange(len(position)) < len(losers) + len(ranged)
+
+    def with_figures(column: str, dtype):
+        values = np.zeros(len(position), dtype=dtype)
+        values[len(losers) + len(ranged) :] = figures[column].to_numpy()
+        return pa.array(values, mask=no_figures)
+
+    table = pa.table(
+        {
+            "file_no": versions.file_no[position],
+            "source_line": versions.source_line[position],
+            "reason": pa.DictionaryArray.from_arrays(pa.array(reason), reasons),
+            "meter_key": ids.take(pa.array(versions.code[position])),
+            "reading_ts": pa.array(versions.t[position], _UTC_MICROS),
+            "kw": pa.array(versions.kw[position], mask=~versions.has_kw[position]),
+            "winner_file_no": pa.array(versions.file_no[winner], mask=~is_loser),
+            "winner_line": pa.array(versions.source_line[winner], mask=~is_loser),
+            "n": with_figures("n", np.int64),
+            "mean": with_figures("mean", np.float64),
+            "sd": with_figures("sd", np.float64),
+            "z": with_figures("z", np.float64),
+        }
+    )
+    con.register("day_rejected", table)
+
+
+def _clean_rows(
+    con, p, sequence: Sequence, versions, survivors, rejected, intervals, ids, day_start
+):
+    """The clean rows of the day (every interval from midnight on) as an Arrow table with the
+    columns of ``standardized_readings``, in meter and time order."""
+    in_day = sequence.t >= day_start
+    code = sequence.code[in_day]
+    survivor = sequence.survivor[in_day]
+    measured = sequence.measured[in_day]
+    filled = sequence.filled[in_day]
+    kw = sequence.kw[in_day]
+    # a reading's flags and lineage stay with its row unless steps 6 or 7 rejected it
+    kept = survivor >= 0
+    kept[kept] = ~rejected[survivor[kept]]
+    position = survivors.position[survivor[kept]]
+    unit_converted = np.zeros(len(code), dtype=bool)
+    unit_converted[kept] = versions.unit_converted[position]
+    had_duplicates = np.zeros(len(code), dtype=bool)
+    had_duplicates[kept] = versions.had_duplicates[position]
+    file_index = np.zeros(len(code), dtype=np.int32)
+    file_index[kept] = versions.file_no[position] - 1
+    source_line = np.zeros(len(code), dtype=np.int64)
+    source_line[kept] = versions.source_line[position]
+    files = con.sql("SELECT source_file FROM day_files ORDER BY file_no").to_arrow_table()
+    quality = np.where(measured, MEASURED, np.where(filled, FILLED, MISSING)).astype(np.int8)
+    days = (p["day"] - dt.date(1970, 1, 1)).days
+    return pa.table(
+        {
+            "meter_id": pa.DictionaryArray.from_arrays(pa.array(code), ids),
+            "reading_ts": pa.array(sequence.t[in_day], _UTC_MICROS),
+            "kw": pa.array(kw, mask=np.isnan(kw)),
+            "quality": pa.DictionaryArray.from_arrays(pa.array(quality), pa.array(codes.QUALITIES)),
+            "missing_value": ~measured,
+            "filled": filled & ~measured,
+            "unit_converted": unit_converted,
+            "had_duplicates": had_duplicates,
+            "interval_minutes": intervals[code],
+            "source_file": pa.DictionaryArray.from_arrays(
+                pa.array(file_index, mask=~kept), files["source_file"].combine_chunks()
+            ),
+            "source_line": pa.array(source_line, mask=~kept),
+            "partition_date": pa.array(np.full(len(code), days, dtype=np.int32)).cast(pa.date32()),
+        }
+    )
 
 
 def _stage_prev_spacings(con: duckdb.DuckDBPyConnection, p: dict[str, object]) -> None:
@@ -454,28 +503,21 @@ def _stage_quarantine(con: duckdb.DuckDBPyConnection, p: dict[str, object]) -> N
                 NULL::DOUBLE AS kw
             FROM day_checked WHERE early_reason IS NOT NULL
             UNION ALL
-            SELECT v.file_no, v.source_line, '{codes.DUPLICATE}',
-                'meter ' || v.meter_key || ' at ' || strftime(v.reading_ts, '%Y-%m-%dT%H:%M:%SZ')
-                    || ' has a version that wins: file ' || wf.source_file
-                    || ' line ' || w.source_line,
-                v.reading_ts, v.kw
-            FROM day_losers v
-            JOIN day_spaced w ON w.meter_key = v.meter_key AND w.reading_ts = v.reading_ts
-                AND w.survives
-            JOIN day_files wf ON wf.file_no = w.file_no
-            UNION ALL
-            SELECT file_no, source_line, range_reason,
-                'kW ' || kw || CASE WHEN range_reason = '{codes.NEGATIVE_VALUE}'
-                    THEN ' is below 0' ELSE ' is above the maximum ' || $max_kw END,
-                reading_ts, kw
-            FROM day_spaced WHERE is_today AND survives AND range_reason IS NOT NULL
-            UNION ALL
-            SELECT s.file_no, s.source_line, '{codes.OUTLIER_ZSCORE}',
-                'z = ' || round(z, 2) || ' from ' || n || ' readings of the trailing window '
-                    || '(mean ' || round(mean, 4) || ' kW, sd ' || round(sd, 4) || ' kW)',
-                reading_ts, kw
-            FROM day_spaced s JOIN day_zscores USING (meter_key, reading_ts)
-            WHERE s.is_today AND s.survives AND s.range_reason IS NULL
+            SELECT r.file_no, r.source_line, r.reason,
+                CASE r.reason
+                    WHEN '{codes.DUPLICATE}' THEN 'meter ' || r.meter_key || ' at '
+                        || strftime(r.reading_ts, '%Y-%m-%dT%H:%M:%SZ')
+                        || ' has a version that wins: file ' || wf.source_file
+                        || ' line ' || r.winner_line
+                    WHEN '{codes.NEGATIVE_VALUE}' THEN 'kW ' || r.kw || ' is below 0'
+                    WHEN '{codes.ABOVE_MAX}' THEN 'kW ' || r.kw || ' is above the maximum '
+                        || $max_kw
+                    ELSE 'z = ' || round(r.z, 2) || ' from ' || r.n
+                        || ' readings of the trailing window (mean ' || round(r.mean, 4)
+                        || ' kW, sd ' || round(r.sd, 4) || ' kW)'
+                END,
+                r.reading_ts, r.kw
+            FROM day_rejected r LEFT JOIN day_files wf ON wf.file_no = r.winner_file_no
         )
         SELECT r.meter_id, r."timestamp", r.energy_value, r.energy_unit, q.reason, q.detail,
             q.reading_ts, q.kw, f.source_file, q.source_line, CAST($day AS DATE) AS partition_date

@@ -64,10 +64,12 @@ def write_day(con: duckdb.DuckDBPyConnection, archive_dir: Path, day: dt.date) -
     try:
         # zstd level 1: for a 50,000-meter day 0.25 s faster than DuckDB's default level and
         # smaller too (13.3 MB against 14.1 MB; the meter and time order does the compressing).
+        # The rows are in meter and time order without an ORDER BY: that is the order they are
+        # inserted in (``standardize``), and DuckDB keeps the insertion order of a scan
+        # (``preserve_insertion_order``, on by default). Sorting again cost 1 s a day.
         con.execute(
             f"""COPY (SELECT {", ".join(COLUMNS)} FROM standardized_readings
-                      WHERE partition_date = DATE '{day.isoformat()}'
-                      ORDER BY meter_id, reading_ts)
+                      WHERE partition_date = DATE '{day.isoformat()}')
                 TO '{quoted}' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"""
         )
         with open(tmp, "rb") as written:

@@ -31,10 +31,7 @@ import pyarrow as pa
 from ..settings import Settings
 from . import codes
 from .meter_sequences import (
-    FILLED,
     IN_RANGE,
-    MEASURED,
-    MISSING,
     AnchorsBefore,
     Sequence,
     Survivors,
@@ -42,6 +39,7 @@ from .meter_sequences import (
     meter_codes,
 )
 from .row_checks import checked_rows_sql, parameters, run, sql_list
+from .sequence_rows import UTC_MICROS, clean_rows, micros_since_epoch, rejected_rows
 from .zscore import trailing_outliers
 
 STAGED_STANDARDIZED = "staged_standardized"
@@ -114,6 +112,13 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
             coalesce(unit = '{codes.UNIT_WATT}', FALSE) AS watt, file_no, source_line
         FROM day_checked WHERE early_reason IS NULL"""
     ).to_arrow_table()
+    # The rows steps 1 to 3 reject are all the quarantine needs of the rest: few, kept apart.
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE day_early_rejects AS
+        SELECT file_no, source_line, early_reason, detail, reading_day, reading_ts
+        FROM day_checked WHERE early_reason IS NOT NULL;
+        DROP TABLE day_checked"""
+    )
     code, ids = meter_codes(rows["meter_key"])
     con.register(
         "day_meters",
@@ -148,15 +153,15 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     rejected = (versions.range_reason[position] != IN_RANGE) | outliers
 
     # The quarantine is complete once the z-scores are known.
-    _stage_rejected(con, versions, survivors, outliers, figures, ids)
+    con.register("day_rejected", rejected_rows(versions, survivors, figures, ids))
     _stage_quarantine(con, p)
-    con.execute("DROP TABLE day_checked")
     con.unregister("day_rejected")
+    con.execute("DROP TABLE day_early_rejects")
 
     # Step 8, first the interval: each meter's most common spacing between consecutive distinct
     # timestamps of rows that survived step 4, the day before included (shorter on a tie). The
     # day before's spacings come from ``meter_spacings``: it is not sorted again.
-    day_start = _micros_since_epoch(p["day"])
+    day_start = micros_since_epoch(day)
     spaced = survivors.has_prev
     con.register(
         "day_spacing_rows",
@@ -194,7 +199,7 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     last_code, last_t = survivors.last_of_meters()
     con.register(
         "day_last_readings",
-        pa.table({"meter_code": last_code, "last_ts": pa.array(last_t, _UTC_MICROS)}),
+        pa.table({"meter_code": last_code, "last_ts": pa.array(last_t, UTC_MICROS)}),
     )
     run(
         con,
@@ -221,7 +226,17 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         _anchors_before(con, p, len(ids)),
         float(settings.fill_max_minutes),
     )
-    clean = _clean_rows(con, p, sequence, versions, survivors, rejected, intervals, ids, day_start)
+    files = con.sql("SELECT source_file FROM day_files ORDER BY file_no").to_arrow_table()
+    clean = clean_rows(
+        sequence,
+        versions,
+        survivors,
+        rejected,
+        intervals,
+        ids,
+        files["source_file"].combine_chunks(),
+        day,
+    )
     con.unregister("day_meters")
     # The clean rows are handed to the warehouse insert as they are, in meter and time order.
     con.register(STAGED_STANDARDIZED, clean)
@@ -325,13 +340,6 @@ def _by_code(con, size: int, sql: str, dtype, missing=0) -> tuple[np.ndarray, np
     return values, present
 
 
-def _micros_since_epoch(day: dt.date) -> int:
-    return (day - dt.date(1970, 1, 1)).days * 86_400_000_000
-
-
-_UTC_MICROS = pa.timestamp("us", tz="UTC")
-
-
 def _anchors_before(con, p: dict[str, object], meters: int) -> AnchorsBefore:
     """The day before's last measured reading of each meter, and its clean rows after it."""
     sql = f"""WITH last AS (
@@ -353,97 +361,6 @@ def _anchors_before(con, p: dict[str, object], meters: int) -> AnchorsBefore:
     missing_after[rows["meter_code"]] = rows["missing_after"]
     has_anchor[rows["meter_code"]] = True
     return AnchorsBefore(has_anchor, kw, missing_after)
-
-
-def _stage_rejected(con, versions: Versions, survivors: Survivors, outliers, figures, ids):
-    """``day_rejected``: the rows steps 4 to 7 send to quarantine, with what their detail says
-    (the version that wins a duplicate, the figures of an outlier's window)."""
-    losers = np.flatnonzero(~versions.survives)
-    ranged = survivors.position[versions.range_reason[survivors.position] != IN_RANGE]
-    flagged = survivors.position[figures["survivor"].to_numpy()]
-    position = np.concatenate((losers, ranged, flagged))
-    reason = np.concatenate(
-        (
-            np.full(len(losers), 0, dtype=np.int8),
-            versions.range_reason[ranged],
-            np.full(len(flagged), 3, dtype=np.int8),
-        )
-    )
-    reasons = pa.array(
-        [codes.DUPLICATE, codes.NEGATIVE_VALUE, codes.ABOVE_MAX, codes.OUTLIER_ZSCORE]
-    )
-    winner = versions.winner[position]
-    is_loser = np.arange(len(position)) < len(losers)
-    no_figures = np.arange(len(position)) < len(losers) + len(ranged)
-
-    def with_figures(column: str, dtype):
-        values = np.zeros(len(position), dtype=dtype)
-        values[len(losers) + len(ranged) :] = figures[column].to_numpy()
-        return pa.array(values, mask=no_figures)
-
-    table = pa.table(
-        {
-            "file_no": versions.file_no[position],
-            "source_line": versions.source_line[position],
-            "reason": pa.DictionaryArray.from_arrays(pa.array(reason), reasons),
-            "meter_key": ids.take(pa.array(versions.code[position])),
-            "reading_ts": pa.array(versions.t[position], _UTC_MICROS),
-            "kw": pa.array(versions.kw[position], mask=~versions.has_kw[position]),
-            "winner_file_no": pa.array(versions.file_no[winner], mask=~is_loser),
-            "winner_line": pa.array(versions.source_line[winner], mask=~is_loser),
-            "n": with_figures("n", np.int64),
-            "mean": with_figures("mean", np.float64),
-            "sd": with_figures("sd", np.float64),
-            "z": with_figures("z", np.float64),
-        }
-    )
-    con.register("day_rejected", table)
-
-
-def _clean_rows(
-    con, p, sequence: Sequence, versions, survivors, rejected, intervals, ids, day_start
-):
-    """The clean rows of the day (every interval from midnight on) as an Arrow table with the
-    columns of ``standardized_readings``, in meter and time order."""
-    in_day = sequence.t >= day_start
-    code = sequence.code[in_day]
-    survivor = sequence.survivor[in_day]
-    measured = sequence.measured[in_day]
-    filled = sequence.filled[in_day]
-    kw = sequence.kw[in_day]
-    # a reading's flags and lineage stay with its row unless steps 6 or 7 rejected it
-    kept = survivor >= 0
-    kept[kept] = ~rejected[survivor[kept]]
-    position = survivors.position[survivor[kept]]
-    unit_converted = np.zeros(len(code), dtype=bool)
-    unit_converted[kept] = versions.unit_converted[position]
-    had_duplicates = np.zeros(len(code), dtype=bool)
-    had_duplicates[kept] = versions.had_duplicates[position]
-    file_index = np.zeros(len(code), dtype=np.int32)
-    file_index[kept] = versions.file_no[position] - 1
-    source_line = np.zeros(len(code), dtype=np.int64)
-    source_line[kept] = versions.source_line[position]
-    files = con.sql("SELECT source_file FROM day_files ORDER BY file_no").to_arrow_table()
-    quality = np.where(measured, MEASURED, np.where(filled, FILLED, MISSING)).astype(np.int8)
-    days = (p["day"] - dt.date(1970, 1, 1)).days
-    return pa.table(
-        {
-            "meter_id": pa.DictionaryArray.from_arrays(pa.array(code), ids),
-            "reading_ts": pa.array(sequence.t[in_day], _UTC_MICROS),
-            "kw": pa.array(kw, mask=np.isnan(kw)),
-            "quality": pa.DictionaryArray.from_arrays(pa.array(quality), pa.array(codes.QUALITIES)),
-            "missing_value": ~measured,
-            "filled": filled & ~measured,
-            "unit_converted": unit_converted,
-            "had_duplicates": had_duplicates,
-            "interval_minutes": intervals[code],
-            "source_file": pa.DictionaryArray.from_arrays(
-                pa.array(file_index, mask=~kept), files["source_file"].combine_chunks()
-            ),
-            "source_line": pa.array(source_line, mask=~kept),
-            "partition_date": pa.array(np.full(len(code), days, dtype=np.int32)).cast(pa.date32()),
-        }
-    )
 
 
 def _stage_prev_spacings(con: duckdb.DuckDBPyConnection, p: dict[str, object]) -> None:
@@ -501,7 +418,7 @@ def _stage_quarantine(con: duckdb.DuckDBPyConnection, p: dict[str, object]) -> N
             SELECT file_no, source_line, early_reason AS reason, detail,
                 CASE WHEN reading_day IS NOT NULL THEN reading_ts END AS reading_ts,
                 NULL::DOUBLE AS kw
-            FROM day_checked WHERE early_reason IS NOT NULL
+            FROM day_early_rejects
             UNION ALL
             SELECT r.file_no, r.source_line, r.reason,
                 CASE r.reason

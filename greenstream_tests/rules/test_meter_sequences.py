@@ -1,0 +1,163 @@
+"""Steps 4 to 6 and 8 over arrays (``rules.meter_sequences``), without DuckDB.
+
+The rules' cases through the whole pipeline are in ``test_standardize.py``; these pin the array
+passes themselves on rows given out of order: which version of a timestamp survives and which
+reading comes before each survivor, where the missing intervals go, and which runs the forward
+fill takes, the day before's anchor included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from greenstream_dagster.rules.meter_sequences import (
+    ABOVE_MAX,
+    IN_RANGE,
+    NEGATIVE,
+    AnchorsBefore,
+    Sequence,
+    Survivors,
+    Versions,
+)
+
+MINUTE = 60_000_000
+DAY = 24 * 60 * MINUTE
+T0 = 1_795_132_800_000_000  # 2026-11-20T00:00:00Z
+
+
+def versions(rows, max_kw=50.0):
+    """rows: (meter code, minutes after T0, value or None, unit, file_no, line)."""
+    code, minutes, value, unit, file_no, line = (np.array(c) for c in zip(*rows, strict=True))
+    has_value = np.array([v is not None for v in value])
+    return Versions.of_rows(
+        code.astype(np.int32),
+        T0 + minutes.astype(np.int64) * MINUTE,
+        np.array([0.0 if v is None else v for v in value]),
+        has_value,
+        unit == "W",
+        file_no.astype(np.int32),
+        line.astype(np.int64),
+        max_kw,
+    )
+
+
+def test_best_version_survives_in_meter_and_time_order():
+    """Step 4: a version with a value first, then the latest arrival, then the latest line;
+    the rows come back sorted by meter, then time, then version."""
+    v = versions(
+        [
+            (1, 15, 2.0, "kW", 1, 1),
+            (0, 15, None, "kW", 3, 4),  # latest file but no value: loses
+            (0, 15, 1.5, "kW", 1, 9),  # loses to the later file
+            (0, 15, 1500.0, "W", 2, 2),  # wins: a value, the latest file with one
+            (0, 0, 1.0, "kW", 1, 1),
+            (0, 30, 1.0, "kW", 2, 5),
+            (0, 30, 1.2, "kW", 2, 7),  # same file, later line: wins
+        ]
+    )
+    assert v.code.tolist() == [0, 0, 0, 0, 0, 0, 1]
+    assert ((v.t - T0) // MINUTE).tolist() == [0, 15, 15, 15, 30, 30, 15]
+    assert v.file_no.tolist() == [1, 2, 1, 3, 2, 2, 1]
+    assert v.source_line.tolist() == [1, 2, 9, 4, 7, 5, 1]
+    assert v.survives.tolist() == [True, True, False, False, True, False, True]
+    assert v.winner.tolist() == [0, 1, 1, 1, 4, 4, 6]
+    assert v.had_duplicates.tolist() == [False, True, False, False, True, False, False]
+    assert v.kw[1] == 1.5 and v.unit_converted.tolist()[1] is True
+
+
+def test_range_reasons():
+    """Step 6 on kW after step 5: below 0, above the maximum; a missing value has none."""
+    v = versions(
+        [
+            (0, 0, -0.1, "kW", 1, 1),
+            (0, 15, 51000.0, "W", 1, 2),
+            (0, 30, 50.0, "kW", 1, 3),
+            (0, 45, None, "kW", 1, 4),
+        ]
+    )
+    assert v.range_reason.tolist() == [NEGATIVE, ABOVE_MAX, IN_RANGE, IN_RANGE]
+
+
+def test_reading_before_each_survivor():
+    """The reading before a survivor is the survivor before it, a losing version never; a
+    meter's first takes the day before's last reading, when there is one."""
+    v = versions(
+        [
+            (0, 0, 1.0, "kW", 1, 1),
+            (0, 15, 1.0, "kW", 1, 2),
+            (0, 15, 1.1, "kW", 2, 2),
+            (0, 30, 1.0, "kW", 1, 3),
+            (1, 0, 1.0, "kW", 1, 4),
+        ]
+    )
+    last_before = np.array([T0 - 15 * MINUTE, 0])
+    s = Survivors.of(v, last_before, np.array([True, False]))
+    assert ((s.t - T0) // MINUTE).tolist() == [0, 15, 30, 0]
+    assert s.has_prev.tolist() == [True, True, True, False]
+    assert ((s.prev_t[:3] - T0) // MINUTE).tolist() == [-15, 0, 15]
+    assert s.find(np.array([1, 0]), np.array([T0, T0 + 30 * MINUTE])).tolist() == [3, 2]
+
+
+def sequence(minutes, measured, kw, last_before=None, anchor=None, fill_minutes=60):
+    """One meter (code 0) on a 15-minute interval."""
+    v = versions([(0, m, 1.0, "kW", 1, i) for i, m in enumerate(minutes)])
+    has_before = last_before is not None
+    s = Survivors.of(v, np.array([last_before or 0]), np.array([has_before]))
+    before = AnchorsBefore(
+        has_anchor=np.array([anchor is not None]),
+        kw=np.array([anchor[0] if anchor else 0.0]),
+        missing_after=np.array([anchor[1] if anchor else 0]),
+    )
+    return Sequence.of(s, np.array(measured), np.array(kw), np.array([15.0]), before, fill_minutes)
+
+
+def test_missing_intervals_one_interval_apart_and_filled_under_the_limit():
+    """Step 8: 00:00, 00:30 and 01:45 on a 15-minute meter: 00:15 is missing (one interval,
+    filled from 00:00); 00:45 to 01:30 are four (60 minutes, not under the limit: missing)."""
+    seq = sequence([0, 30, 105], [True, True, True], [1.0, 2.0, 3.0])
+    assert ((seq.t - T0) // MINUTE).tolist() == [0, 15, 30, 45, 60, 75, 90, 105]
+    assert seq.survivor.tolist() == [0, -1, 1, -1, -1, -1, -1, 2]
+    assert seq.measured.tolist() == [True, False, True, False, False, False, False, True]
+    assert seq.filled.tolist() == [False, True, False, False, False, False, False, False]
+    assert seq.kw[1] == 1.0 and np.isnan(seq.kw[3:7]).all()
+
+
+def test_rejected_reading_is_a_missing_interval_of_its_run():
+    """A survivor that step 6 or 7 rejected is missing, and counts in the run after the
+    measured reading before it: 00:15 (rejected) and 00:30 (a gap) are 30 minutes: filled."""
+    seq = sequence([0, 15, 45], [True, False, True], [1.0, 9.0, 2.0])
+    assert seq.survivor.tolist() == [0, 1, -1, 2]
+    assert seq.filled.tolist() == [False, True, True, False]
+    assert seq.kw.tolist() == [1.0, 1.0, 1.0, 2.0]
+
+
+def test_run_opened_by_the_day_before():
+    """The day before's last reading at 23:30 (so 23:45 is missing, before midnight), its last
+    measured reading earlier with one missing row after it: today's 00:00 and 00:15 are
+    missing, so the run is 4 intervals (60 minutes) and is not filled; with nothing missing
+    after the anchor it is 3 (45 minutes), filled with the anchor's kW."""
+    args = ([0, 15, 30], [False, False, True], [0.0, 0.0, 5.0], T0 - 30 * MINUTE)
+    seq = sequence(*args, anchor=(4.0, 1))
+    assert ((seq.t - T0) // MINUTE).tolist() == [-15, 0, 15, 30]
+    assert seq.filled.tolist() == [False, False, False, False]
+    seq = sequence(*args, anchor=(4.0, 0))
+    assert seq.filled.tolist() == [True, True, True, False]
+    assert seq.kw.tolist() == [4.0, 4.0, 4.0, 5.0]
+    seq = sequence(*args, anchor=None)  # no measured reading before: nothing to fill from
+    assert seq.filled.tolist() == [False, False, False, False]
+
+
+def test_meters_do_not_share_runs():
+    """A meter's missing intervals never take the kW of the meter before it."""
+    v = versions([(0, 0, 1.0, "kW", 1, 1), (1, 15, 1.0, "kW", 1, 2), (1, 30, 1.0, "kW", 1, 3)])
+    s = Survivors.of(v, np.array([0, 0]), np.array([False, False]))
+    none = AnchorsBefore(np.zeros(2, dtype=bool), np.zeros(2), np.zeros(2, dtype=np.int64))
+    seq = Sequence.of(
+        s,
+        np.array([True, False, True]),
+        np.array([1.0, 0.0, 2.0]),
+        np.array([15.0, 15.0]),
+        none,
+        60,
+    )
+    assert seq.filled.tolist() == [False, False, False]

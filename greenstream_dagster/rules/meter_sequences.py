@@ -47,7 +47,6 @@ class Versions:
     file_no: np.ndarray
     source_line: np.ndarray
     survives: np.ndarray  # the best version of its timestamp (step 4)
-    winner: np.ndarray  # position of the version of its timestamp that survives
     had_duplicates: np.ndarray
     unit_converted: np.ndarray
     range_reason: np.ndarray  # int8: IN_RANGE, NEGATIVE or ABOVE_MAX (step 6)
@@ -67,14 +66,14 @@ class Versions:
         """Steps 4 to 6 over the day's valid rows, in any order. The versions of a timestamp
         are ordered best first: a version with a value, then the latest arrival (``file_no``
         grows with arrival), then the latest line."""
-        order = _version_order(code, t, has_value, file_no, source_line)
+        order, key = _version_order(code, t, has_value, file_no, source_line)
         code, t = code[order], t[order]
         value, has_value, watt = value[order], has_value[order], watt[order]
         file_no, source_line = file_no[order], source_line[order]
         n = len(t)
         survives = np.ones(n, dtype=bool)
-        survives[1:] = (t[1:] != t[:-1]) | (code[1:] != code[:-1])
-        winner = np.flatnonzero(survives)[np.cumsum(survives) - 1]
+        np.not_equal(key[1:], key[:-1], out=survives[1:])
+        del key
         had_duplicates = np.zeros(n, dtype=bool)
         had_duplicates[:-1] = survives[:-1] & ~survives[1:]
         with np.errstate(invalid="ignore"):
@@ -90,18 +89,24 @@ class Versions:
             file_no=file_no,
             source_line=source_line,
             survives=survives,
-            winner=winner,
             had_duplicates=had_duplicates,
             unit_converted=has_value & watt,
             range_reason=range_reason,
         )
 
+    def winner_of(self, positions: np.ndarray) -> np.ndarray:
+        """The position of the version that survives at each position's timestamp: the
+        survivor at or before it."""
+        survivors = np.flatnonzero(self.survives)
+        return survivors[np.searchsorted(survivors, positions, side="right") - 1]
 
-def _version_order(code, t, has_value, file_no, source_line) -> np.ndarray:
-    """Positions sorting rows by meter, time, then best version first. One integer key sorts
-    by meter and time; the few timestamps with more than one version are ordered apart."""
+
+def _version_order(code, t, has_value, file_no, source_line) -> tuple[np.ndarray, np.ndarray]:
+    """Positions sorting rows by meter, time, then best version first, and the sorted key of
+    meter and time. One integer key sorts by meter and time; the few timestamps with more than
+    one version are ordered apart."""
     if len(t) == 0:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     key = code.astype(np.int64) * (int(t.max()) - int(t.min()) + 1) + (t - t.min())
     order = np.argsort(key, kind="stable")
     key = key[order]
@@ -114,7 +119,7 @@ def _version_order(code, t, has_value, file_no, source_line) -> np.ndarray:
         rows = order[at]
         best_first = np.lexsort((-source_line[rows], -file_no[rows], ~has_value[rows], key[at]))
         order[at] = rows[best_first]
-    return order
+    return order, key
 
 
 @dataclass
@@ -229,22 +234,31 @@ class AnchorsBefore:
 def _forward_fill(code, measured, value, interval_minutes, before, fill_minutes) -> np.ndarray:
     """Fill ``value`` in place where a run of missing intervals is shorter than the limit in
     total and follows a measured reading; returns which rows were filled. The run of a missing
-    interval is every missing interval with the same latest measured reading before it."""
-    size = len(code)
-    meter_start = np.ones(size, dtype=bool)
-    meter_start[1:] = code[1:] != code[:-1]
-    first_of_meter = np.maximum.accumulate(np.where(meter_start, np.arange(size), 0))
-    anchor = np.maximum.accumulate(np.where(measured, np.arange(size), -1))
-    today = anchor >= first_of_meter
-    missing = ~measured
-    run = np.zeros(size, dtype=np.int64)
-    ours = missing & today
-    run[ours] = np.bincount(anchor[ours], minlength=size)[anchor[ours]]
-    opening = missing & ~today
-    per_meter = np.bincount(code[opening], minlength=len(interval_minutes)) + before.missing_after
-    run[opening] = per_meter[code[opening]]
-    anchored = ours | (opening & before.has_anchor[code])
-    filled = anchored & (run * interval_minutes[code] < fill_minutes)
-    value[filled & ours] = value[anchor[filled & ours]]
-    value[filled & opening] = before.kw[code[filled & opening]]
+    interval is every missing interval with the same latest measured reading before it (its
+    anchor). Missing intervals are few, so only they are looked at: each one's anchor and the
+    start of its meter are binary searches."""
+    filled = np.zeros(len(code), dtype=bool)
+    missing = np.flatnonzero(~measured)
+    if len(missing) == 0:
+        return filled
+    readings = np.append(-1, np.flatnonzero(measured))  # -1: no measured reading before
+    anchor = readings[np.searchsorted(readings, missing) - 1]
+    meter = code[missing]
+    today = anchor >= np.searchsorted(code, meter, side="left")  # the anchor is the meter's
+    # today's runs: the missing intervals of one anchor
+    _, run_of, run_size = np.unique(anchor[today], return_inverse=True, return_counts=True)
+    run = np.empty(len(missing), dtype=np.int64)
+    run[today] = run_size[run_of]
+    # a run that opens the day: its meter's missing intervals before any measured reading of
+    # the day, and the day before's after its anchor
+    opening = ~today
+    per_meter = np.bincount(meter[opening], minlength=len(interval_minutes))
+    run[opening] = (per_meter + before.missing_after)[meter[opening]]
+    anchored = today | before.has_anchor[meter]
+    fill = anchored & (run * interval_minutes[meter] < fill_minutes)
+    filled[missing[fill]] = True
+    from_today = fill & today
+    value[missing[from_today]] = value[anchor[from_today]]
+    from_before = fill & opening
+    value[missing[from_before]] = before.kw[meter[from_before]]
     return filled

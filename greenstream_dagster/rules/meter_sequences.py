@@ -25,15 +25,18 @@ IN_RANGE, NEGATIVE, ABOVE_MAX = 0, 1, 2
 MEASURED, FILLED, MISSING = 0, 1, 2
 
 
-def meter_codes(meter_ids: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """Each row's meter as an integer, and the ids in code order: codes follow the ids' order,
-    so that sorting by code sorts by id."""
+def meter_codes(meter_ids: pa.ChunkedArray, keep: np.ndarray) -> tuple[np.ndarray, pa.Array]:
+    """The meter of each row that ``keep`` marks, as an integer, and the ids of those rows in
+    code order: codes follow the ids' order, so that sorting by code sorts by id."""
     encoded = pc.dictionary_encode(meter_ids.combine_chunks())
-    ids = encoded.dictionary
+    indices = encoded.indices.fill_null(0).to_numpy()[keep]
+    present = np.zeros(len(encoded.dictionary), dtype=bool)
+    present[indices] = True
+    ids = encoded.dictionary.filter(pa.array(present))
     by_id = pc.array_sort_indices(ids).to_numpy()
-    code_of = np.empty(len(ids), dtype=np.int32)
-    code_of[by_id] = np.arange(len(ids), dtype=np.int32)
-    return code_of[encoded.indices.to_numpy()], ids.take(pa.array(by_id))
+    code_of = np.full(len(present), -1, dtype=np.int32)
+    code_of[np.flatnonzero(present)[by_id]] = np.arange(len(ids), dtype=np.int32)
+    return code_of[indices], ids.take(pa.array(by_id))
 
 
 @dataclass

@@ -9,6 +9,7 @@ fill takes, the day before's anchor included.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 from greenstream_dagster.rules.meter_sequences import (
     ABOVE_MAX,
@@ -18,6 +19,7 @@ from greenstream_dagster.rules.meter_sequences import (
     Sequence,
     Survivors,
     Versions,
+    meter_codes,
 )
 
 MINUTE = 60_000_000
@@ -39,6 +41,15 @@ def versions(rows, max_kw=50.0):
         line.astype(np.int64),
         max_kw,
     )
+
+
+def test_meter_codes_follow_the_ids_of_the_kept_rows():
+    """Codes number the kept rows' meters in the order of their ids; a meter only a row left
+    out names (here "c", and a row without a meter) gets no code."""
+    ids = pa.chunked_array([["m2", None, "m1"], ["c", "m2"]])
+    code, names = meter_codes(ids, np.array([True, False, True, False, True]))
+    assert code.tolist() == [1, 0, 1]
+    assert names.to_pylist() == ["m1", "m2"]
 
 
 def test_best_version_survives_in_meter_and_time_order():

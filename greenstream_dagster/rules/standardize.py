@@ -78,8 +78,6 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         "prev_day": day - dt.timedelta(days=1),
         "window_start_day": day - dt.timedelta(days=lookback_days),
         "max_kw": settings.max_kw,
-        "default_minutes": settings.default_interval_minutes,
-        "fill_minutes": settings.fill_max_minutes,
     }
 
     # Each file as a small number ordered by arrival (then hash), so that the steps below carry

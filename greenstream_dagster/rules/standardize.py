@@ -134,11 +134,10 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     last_before, has_last_before = _by_code(
         con,
         len(ids),
-        """SELECT DISTINCT m.meter_code, epoch_us(s.last_ts)
+        """SELECT DISTINCT m.meter_code, epoch_us(s.last_ts) AS last_ts
         FROM prev_spacings s JOIN day_meters m USING (meter_key)""",
-        np.int64,
     )
-    survivors = Survivors.of(versions, last_before, has_last_before)
+    survivors = Survivors.of(versions, last_before["last_ts"], has_last_before)
     position = survivors.position
     in_range = versions.has_kw[position] & (versions.range_reason[position] == IN_RANGE)
 
@@ -175,7 +174,7 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         FROM day_spacing_rows GROUP BY ALL""",
     )
     con.unregister("day_spacing_rows")
-    intervals, _ = _by_code(
+    by_meter, _ = _by_code(
         con,
         len(ids),
         """WITH counted AS (
@@ -186,10 +185,11 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
                   JOIN day_meters m USING (meter_key) WHERE s.minutes IS NOT NULL)
             GROUP BY ALL
         )
-        SELECT meter_code, arg_min(minutes, (-times, minutes)) FROM counted GROUP BY ALL""",
-        np.float64,
-        missing=float(settings.default_interval_minutes),
+        SELECT meter_code, arg_min(minutes, (-times, minutes)) AS interval_minutes
+        FROM counted GROUP BY ALL""",
+        missing={"interval_minutes": float(settings.default_interval_minutes)},
     )
+    intervals = by_meter["interval_minutes"]
     # What the next day needs of this one: the spacings within the day, and the last reading.
     last_code, last_t = survivors.last_of_meters()
     con.register(
@@ -329,15 +329,20 @@ _WINDOW_BEFORE_SQL = f"""
       AND reason = '{codes.OUTLIER_ZSCORE}'"""
 
 
-def _by_code(con, size: int, sql: str, dtype, missing=0) -> tuple[np.ndarray, np.ndarray]:
-    """An array indexed by meter code from ``sql``'s rows (code, value), and which codes had a
-    row; ``missing`` where none."""
-    rows = con.execute(sql).fetchnumpy()
-    keys = list(rows)
-    values = np.full(size, missing, dtype=dtype)
+def _by_code(
+    con, size: int, sql: str, p: dict[str, object] | None = None, missing: dict | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Arrays indexed by meter code from ``sql``'s rows: its first column is the code, and each
+    other column becomes an array of ``size`` (``missing[column]``, else 0, for a code without
+    a row). Also returns which codes had a row."""
+    rows = run(con, sql, p).fetchnumpy()
+    code, *columns = rows
     present = np.zeros(size, dtype=bool)
-    values[rows[keys[0]]] = rows[keys[1]]
-    present[rows[keys[0]]] = True
+    present[rows[code]] = True
+    values = {}
+    for column in columns:
+        values[column] = np.full(size, (missing or {}).get(column, 0), dtype=rows[column].dtype)
+        values[column][rows[code]] = rows[column]
     return values, present
 
 
@@ -354,14 +359,8 @@ def _anchors_before(con, p: dict[str, object], meters: int) -> AnchorsBefore:
         JOIN day_meters m ON m.meter_key = s.meter_id
         WHERE s.partition_date = $prev_day AND s.reading_ts >= l.last_measured
         GROUP BY ALL"""
-    rows = run(con, sql, p).fetchnumpy()
-    kw = np.zeros(meters)
-    missing_after = np.zeros(meters, dtype=np.int64)
-    has_anchor = np.zeros(meters, dtype=bool)
-    kw[rows["meter_code"]] = rows["kw"]
-    missing_after[rows["meter_code"]] = rows["missing_after"]
-    has_anchor[rows["meter_code"]] = True
-    return AnchorsBefore(has_anchor, kw, missing_after)
+    before, has_anchor = _by_code(con, meters, sql, p)
+    return AnchorsBefore(has_anchor, before["kw"], before["missing_after"])
 
 
 def _stage_prev_spacings(con: duckdb.DuckDBPyConnection, p: dict[str, object]) -> None:

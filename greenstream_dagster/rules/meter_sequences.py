@@ -97,12 +97,6 @@ class Versions:
             range_reason=range_reason,
         )
 
-    def winner_of(self, positions: np.ndarray) -> np.ndarray:
-        """The position of the version that survives at each position's timestamp: the
-        survivor at or before it."""
-        survivors = np.flatnonzero(self.survives)
-        return survivors[np.searchsorted(survivors, positions, side="right") - 1]
-
 
 def _version_order(code, t, has_value, file_no, source_line) -> tuple[np.ndarray, np.ndarray]:
     """Positions sorting rows by meter, time, then best version first, and the sorted key of
@@ -148,6 +142,11 @@ class Survivors:
         prev_t[first] = last_before[code[first]]
         has_prev = ~first | has_last_before[code]
         return cls(position, code, t, prev_t, has_prev)
+
+    def winner_of(self, positions: np.ndarray) -> np.ndarray:
+        """The position (in Versions) of the version that survives at each position's
+        timestamp: the survivor at or before it."""
+        return self.position[np.searchsorted(self.position, positions, side="right") - 1]
 
     def find(self, code: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Positions of the survivors of these meters at these times (each one present)."""

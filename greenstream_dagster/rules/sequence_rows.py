@@ -62,7 +62,7 @@ def rejected_rows(
             np.full(len(flagged), _OUTLIER, dtype=np.int8),
         )
     )
-    winner = versions.winner_of(position)
+    winner = survivors.winner_of(position)
     is_loser = np.arange(len(position)) < len(losers)
     no_figures = np.arange(len(position)) < len(losers) + len(ranged)
 

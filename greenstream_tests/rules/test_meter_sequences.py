@@ -71,7 +71,8 @@ def test_best_version_survives_in_meter_and_time_order():
     assert v.file_no.tolist() == [1, 2, 1, 3, 2, 2, 1]
     assert v.source_line.tolist() == [1, 2, 9, 4, 7, 5, 1]
     assert v.survives.tolist() == [True, True, False, False, True, False, True]
-    assert v.winner_of(np.arange(7)).tolist() == [0, 1, 1, 1, 4, 4, 6]
+    survivors = Survivors.of(v, np.zeros(2, dtype=np.int64), np.zeros(2, dtype=bool))
+    assert survivors.winner_of(np.arange(7)).tolist() == [0, 1, 1, 1, 4, 4, 6]
     assert v.had_duplicates.tolist() == [False, True, False, False, True, False, False]
     assert v.kw[1] == 1.5 and v.unit_converted.tolist()[1] is True
 

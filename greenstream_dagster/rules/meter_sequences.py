@@ -98,13 +98,19 @@ class Versions:
         )
 
 
+def _meter_time_key(code: np.ndarray, t: np.ndarray, t0: int, span: int) -> np.ndarray:
+    """One integer that sorts by meter, then time: times run from ``t0`` over less than
+    ``span`` microseconds, so each meter has a span of its own."""
+    return code.astype(np.int64) * span + (t - t0)
+
+
 def _version_order(code, t, has_value, file_no, source_line) -> tuple[np.ndarray, np.ndarray]:
     """Positions sorting rows by meter, time, then best version first, and the sorted key of
     meter and time. One integer key sorts by meter and time; the few timestamps with more than
     one version are ordered apart."""
     if len(t) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    key = code.astype(np.int64) * (int(t.max()) - int(t.min()) + 1) + (t - t.min())
+    key = _meter_time_key(code, t, int(t.min()), int(t.max()) - int(t.min()) + 1)
     order = np.argsort(key, kind="stable")
     key = key[order]
     tied = np.zeros(len(key), dtype=bool)
@@ -154,8 +160,8 @@ class Survivors:
             return np.zeros(0, dtype=np.int64)
         t0 = int(self.t.min())
         span = int(self.t.max()) - t0 + 1
-        key = self.code.astype(np.int64) * span + (self.t - t0)
-        return np.searchsorted(key, code.astype(np.int64) * span + (t - t0))
+        key = _meter_time_key(self.code, self.t, t0, span)
+        return np.searchsorted(key, _meter_time_key(code, t, t0, span))
 
     def last_of_meters(self) -> tuple[np.ndarray, np.ndarray]:
         """Each meter's code and its last surviving reading."""

@@ -7,6 +7,7 @@ resource (``orchestration/resources.py``) builds it, and the README documents ea
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,13 @@ class Settings:
                 f"GREENSTREAM_SOURCE_TZ={self.source_tz!r} is not an IANA time zone "
                 "(for example UTC or Europe/Amsterdam)"
             ) from exc
+        # Step 8 steps through time by it, in whole microseconds.
+        minutes = self.default_interval_minutes
+        if not (math.isfinite(minutes) and minutes * 60e6 >= 0.5):
+            raise SettingsError(
+                "GREENSTREAM_DEFAULT_INTERVAL_MINUTES="
+                f"{minutes!r} is not a finite number of minutes of at least a microsecond"
+            )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:

@@ -32,6 +32,11 @@ def test_environment_overrides():
     [
         ({"GREENSTREAM_MAX_KW": "ten"}, "GREENSTREAM_MAX_KW='ten' is not a valid float"),
         ({"GREENSTREAM_SOURCE_TZ": "Mars/Olympus"}, "GREENSTREAM_SOURCE_TZ='Mars/Olympus'"),
+        (
+            {"GREENSTREAM_DEFAULT_INTERVAL_MINUTES": "0"},
+            "GREENSTREAM_DEFAULT_INTERVAL_MINUTES=0.0 is not a finite number of minutes of at "
+            "least a microsecond",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(env, message):

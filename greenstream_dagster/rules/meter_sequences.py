@@ -197,9 +197,7 @@ class Sequence:
         ``interval_minutes[code]`` the meter's interval."""
         step = np.round(interval_minutes * 60e6).astype(np.int64)[survivors.code]
         gap = survivors.t - survivors.prev_t
-        missing_before = np.where(
-            survivors.has_prev & (gap > step), (gap - 1) // np.maximum(step, 1), 0
-        )
+        missing_before = np.where(survivors.has_prev & (gap > step), (gap - 1) // step, 0)
         rows = np.arange(len(gap)) + np.cumsum(missing_before)  # each survivor's place
         size = len(gap) + int(missing_before.sum())
         survivor = np.full(size, -1, dtype=np.int64)

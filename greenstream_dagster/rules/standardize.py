@@ -55,7 +55,8 @@ ZSCORE_THREADS = 2
 
 
 # Minutes between a reading and the one before it (``prev_ts``), from integer microseconds:
-# epoch() of an interval costs several times more.
+# epoch() of an interval costs several times more. The arrays of today's spacings divide the
+# same way (``standardize_day``); this SQL derives a stored day's.
 SPACING_MINUTES = "(epoch_us(reading_ts) - epoch_us(prev_ts)) / 1000000 / 60"
 
 
@@ -162,6 +163,8 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         pa.table(
             {
                 "meter_code": survivors.code[spaced],
+                # the division of SPACING_MINUTES, in the same order, so that a day's
+                # spacings equal those derived in SQL from a stored day
                 "minutes": (survivors.t[spaced] - survivors.prev_t[spaced]) / 1_000_000 / 60,
                 "within_day": survivors.prev_t[spaced] >= day_start,
             }

@@ -17,6 +17,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from . import landed_tables
 from .rules.meter_csv import RejectedFile, read_meter_csv
 from .rules.row_checks import (
     bind,
@@ -123,6 +124,7 @@ def _examined(
     except RejectedFile as rejected:
         return Sidecar(sha, name, size, arrival, REJECTED, reason=rejected.reason)
     placement = file_placement(table, arrival, settings)
+    landed_tables.keep(sha, table, placement.days)
     return Sidecar(
         sha,
         name,

@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from . import landed_tables
 from .alerts import raise_alert
 from .landing import Landed, land_files
 from .orchestration.assets import ASSETS, DAILY, RANGE_END_TAG, RANGE_START_TAG
@@ -239,7 +240,16 @@ def run_days(days: list[dt.date], settings: Settings, instance: dg.DagsterInstan
 def process_files(
     files: list[Path], settings: Settings, dagster_home: str | None = None
 ) -> ProcessOutcome:
-    """Land ``files`` in the given order (that is their arrival order), then run their days."""
+    """Land ``files`` in the given order (that is their arrival order), then run their days.
+
+    The tables landing reads are kept for the runs' raw rows (see ``landed_tables``)."""
+    with landed_tables.keeping():
+        return _land_and_run(files, settings, dagster_home)
+
+
+def _land_and_run(
+    files: list[Path], settings: Settings, dagster_home: str | None
+) -> ProcessOutcome:
     landed = land_files([Path(f) for f in files], settings)
     touched = {
         day for item in landed if item.sidecar.status != REJECTED for day in item.sidecar.days

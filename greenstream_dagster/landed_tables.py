@@ -34,6 +34,8 @@ class _Kept:
 
 _lock = threading.Lock()
 _kept: dict[str, _Kept] | None = None  # None: this process keeps nothing
+# The bytes of the tables in ``_kept``, kept as a running total: summing them at every keep
+# would cost a pass over every kept file, for each of the thousands a batch may land.
 _held = 0
 
 
@@ -75,6 +77,6 @@ def take(source_file: str, day: dt.date) -> pa.Table | None:
 
 
 def held_bytes() -> int:
-    """What is kept now (for tests and the benchmark)."""
+    """What is kept now, in bytes (for tests)."""
     with _lock:
         return _held

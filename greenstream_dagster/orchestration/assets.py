@@ -11,7 +11,7 @@ import datetime as dt
 import re
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack
 from typing import TypeVar
 
 import dagster as dg
@@ -90,35 +90,65 @@ def days_done(message: str) -> list[tuple[str, float]]:
     return [(day, float(seconds)) for day, seconds in _DAY_TOOK.findall(message)]
 
 
+# A step keeps its warehouse connection for its next day while DuckDB holds less than this. A
+# connection costs about 25 ms to open, configure and close, which a tiny day (the evening before,
+# touched by a file in +01:00) paid at every step; a real day holds far more, so each day of a
+# month's backfill still starts with an empty cache.
+REUSE_BELOW_BYTES = 16 << 20
+
+
 def each_day(
     context, duckdb: DuckDBResource, build: Callable[[duckdb_module.DuckDBPyConnection, dt.date], T]
 ) -> list[T]:
-    """``build(con, day)`` for each of the run's days, oldest first, each on a warehouse
-    connection of its own: DuckDB keeps the blocks it read cached until its database closes,
-    and a month of days on one connection ended 0.4 GB higher than its first day. The step then
-    logs what each day took, so a run over a month says which day of a step was slow."""
+    """``build(con, day)`` for each of the run's days, oldest first. A day that leaves DuckDB
+    holding much memory closes its connection: DuckDB keeps the blocks it read cached until its
+    database closes, and a month of days on one connection ended 0.4 GB higher than its first
+    day. The step then logs what each day took, so a run over a month says which day of a step
+    was slow."""
     done, took = [], []
-    for day in days_of(context):
-        started = time.perf_counter()
-        with warehouse_connection(duckdb) as con:
+    with ExitStack() as connection:
+        con = None
+        for day in days_of(context):
+            started = time.perf_counter()
+            if con is None:
+                con = connection.enter_context(warehouse_connection(duckdb))
             done.append(build(con, day))
-        took.append(DAY_TOOK.format(day=day, seconds=time.perf_counter() - started))
+            if _cached_bytes(con) >= REUSE_BELOW_BYTES:
+                connection.close()
+                con = None
+            took.append(DAY_TOOK.format(day=day, seconds=time.perf_counter() - started))
     context.log.info(DAYS_DONE.format(days="; ".join(took)))
     return done
 
 
-def record_days(context, reports, keys=None, *, asset_key=None, preview=None, duckdb=None):
-    """Each day's counts, and a preview of its rows of table ``preview``, on that day's own
+def _cached_bytes(con: duckdb_module.DuckDBPyConnection) -> int:
+    [(held,)] = con.execute(
+        "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()"
+    ).fetchall()
+    return int(held)
+
+
+def previewed(build: Callable[[duckdb_module.DuckDBPyConnection, dt.date], T], *tables: str):
+    """``build``, then the first rows of the day of each of ``tables``, on the same connection
+    (a connection of their own cost about 25 ms an asset)."""
+
+    def built(con, day: dt.date) -> tuple[T, dict[str, dg.MetadataValue]]:
+        return build(con, day), {table: day_preview(con, table, day) for table in tables}
+
+    return built
+
+
+def record_days(context, reports, keys=None, *, asset_key=None, previews=None):
+    """Each day's counts, and its ``previews`` (one per report, when given), on that day's own
     materialization: a MaterializeResult's metadata would go on every day of a run over a
     range alike."""
-    with warehouse_connection(duckdb) if preview else nullcontext() as con:
-        for report in reports:
-            metadata = report_metadata(report, keys)
-            if preview:
-                metadata["preview"] = day_preview(con, preview, report.day)
-            context.add_asset_metadata(
-                metadata, asset_key=asset_key, partition_key=report.day.isoformat()
-            )
+    for i, report in enumerate(reports):
+        metadata = report_metadata(report, keys)
+        if previews:
+            metadata["preview"] = previews[i]
+        context.add_asset_metadata(
+            metadata, asset_key=asset_key, partition_key=report.day.isoformat()
+        )
 
 
 @dg.asset(
@@ -135,10 +165,14 @@ def raw_readings(
     it arrived, with its file (SHA-256) and line. Rows whose timestamp cannot place them on a
     day belong to their file's first day. Rejected files are listed in the raw_files table."""
     settings = greenstream.settings()
-    reports = each_day(
-        context, duckdb, lambda con, day: pipeline.build_raw_readings(con, settings, day)
+    built = each_day(
+        context,
+        duckdb,
+        previewed(lambda con, day: pipeline.build_raw_readings(con, settings, day), "raw_readings"),
     )
-    record_days(context, reports, preview="raw_readings", duckdb=duckdb)
+    record_days(
+        context, [report for report, _ in built], previews=[p["raw_readings"] for _, p in built]
+    )
     return dg.MaterializeResult()
 
 
@@ -180,9 +214,16 @@ def standardized_readings_and_quarantine(
 ):
     """Rules 1 to 8 of DESIGN.md: one pass produces the clean rows and the quarantine."""
     settings = greenstream.settings()
-    reports = each_day(
-        context, duckdb, lambda con, day: pipeline.build_standardized(con, settings, day)
+    built = each_day(
+        context,
+        duckdb,
+        previewed(
+            lambda con, day: pipeline.build_standardized(con, settings, day),
+            "quarantine",
+            "standardized_readings",
+        ),
     )
+    reports = [report for report, _ in built]
     clean_keys = (
         "rows",
         "measured",
@@ -198,16 +239,14 @@ def standardized_readings_and_quarantine(
         reports,
         quarantine_keys,
         asset_key="quarantine",
-        preview="quarantine",
-        duckdb=duckdb,
+        previews=[p["quarantine"] for _, p in built],
     )
     record_days(
         context,
         reports,
         clean_keys,
         asset_key="standardized_readings",
-        preview="standardized_readings",
-        duckdb=duckdb,
+        previews=[p["standardized_readings"] for _, p in built],
     )
     # The clean rows depend on the day before's quarantine, so quarantine is reported first.
     yield dg.MaterializeResult(asset_key="quarantine")

@@ -9,9 +9,10 @@ Steps 1 to 3 are SQL (``row_checks``); steps 4 to 8 are passes over arrays sorte
 time (``meter_sequences``, step 7 in ``zscore``), which this module feeds from DuckDB and hands
 back to it.
 
-Output: ``staged_standardized`` (an Arrow table registered on the connection, in meter and time
-order), ``staged_quarantine`` and ``staged_meter_spacings`` (temp tables), with the columns of
-the warehouse tables of the same name, ready for ``warehouse.replace_days``;
+Output: ``staged_standardized`` and ``staged_quarantine`` (Arrow tables registered on the
+connection, the clean rows in meter and time order) and ``staged_meter_spacings`` (a temp
+table), with the columns of the warehouse tables of the same name, ready for
+``warehouse.replace_days``;
 ``release_staged`` lets go of them. Every raw row of the day lands in exactly one of the first
 two (quarantine, or a clean row that carries its source_line).
 """
@@ -63,7 +64,8 @@ SPACING_MINUTES = "(epoch_us(reading_ts) - epoch_us(prev_ts)) / 1000000 / 60"
 def release_staged(con: duckdb.DuckDBPyConnection) -> None:
     """Let go of the staged rows once the warehouse holds them."""
     con.unregister(STAGED_STANDARDIZED)
-    con.execute(f"DROP TABLE IF EXISTS {STAGED_QUARANTINE}; DROP TABLE IF EXISTS {STAGED_SPACINGS}")
+    con.unregister(STAGED_QUARANTINE)
+    con.execute(f"DROP TABLE IF EXISTS {STAGED_SPACINGS}")
 
 
 def _micros(hours: float) -> int:
@@ -105,12 +107,9 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     # others go on as arrays, straight from the query: staging them as a table first cost
     # 0.3 s for a 50,000-meter day, and filtering the Arrow table as much again.
     early = pc.is_valid(checked["early_reason"])
-    con.register(
-        "day_early_rejects",
-        checked.select(
-            ["file_no", "source_line", "early_reason", "detail", "reading_day", "reading_ts"]
-        ).filter(early),
-    )
+    early_rejects = checked.select(
+        ["file_no", "source_line", "early_reason", "detail", "reading_day", "reading_ts"]
+    ).filter(early)
     valid = ~early.to_numpy()
     del early
     # Steps 4 to 8 over arrays (``meter_sequences``): the day's valid rows, each meter as an
@@ -147,11 +146,35 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     measured = in_range & ~outliers
     rejected = (versions.range_reason[position] != IN_RANGE) | outliers
 
-    # The quarantine is complete once the z-scores are known.
-    con.register("day_rejected", rejected_rows(versions, survivors, figures, ids))
-    _stage_quarantine(con, p)
-    con.unregister("day_rejected")
-    con.unregister("day_early_rejects")
+    # The quarantine is complete once the z-scores are known. Its SQL runs on a cursor of its
+    # own while step 8 goes on: the array work below holds one core, and the other was idle.
+    rejected_table = rejected_rows(versions, survivors, figures, ids)
+    day_files = con.sql("SELECT * FROM day_files").to_arrow_table()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        quarantine = pool.submit(_quarantine_rows, con, p, rejected_table, early_rejects, day_files)
+        clean = _step_8(con, p, settings, day, versions, survivors, measured, rejected, ids)
+        staged_quarantine = quarantine.result()
+    con.unregister("day_meters")
+    con.register(STAGED_QUARANTINE, staged_quarantine)
+    # The clean rows are handed to the warehouse insert as they are, in meter and time order.
+    con.register(STAGED_STANDARDIZED, clean)
+
+
+def _step_8(
+    con: duckdb.DuckDBPyConnection,
+    p: dict[str, object],
+    settings: Settings,
+    day: dt.date,
+    versions: Versions,
+    survivors: Survivors,
+    measured: np.ndarray,
+    rejected: np.ndarray,
+    ids: pa.Array,
+) -> pa.Table:
+    """Step 8 on the survivors: each meter's interval, what the next day needs of this one
+    (``staged_meter_spacings``), then every interval of the day with the forward fill, as the
+    clean rows."""
+    position = survivors.position
 
     # Step 8, first the interval: each meter's most common spacing between consecutive distinct
     # timestamps of rows that survived step 4, the day before included (shorter on a tie). The
@@ -225,7 +248,7 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         float(settings.fill_max_minutes),
     )
     files = con.sql("SELECT source_file FROM day_files ORDER BY file_no").to_arrow_table()
-    clean = clean_rows(
+    return clean_rows(
         sequence,
         versions,
         survivors,
@@ -235,9 +258,6 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
         files["source_file"].combine_chunks(),
         day,
     )
-    con.unregister("day_meters")
-    # The clean rows are handed to the warehouse insert as they are, in meter and time order.
-    con.register(STAGED_STANDARDIZED, clean)
 
 
 def _kept(column: pa.ChunkedArray, missing, keep: np.ndarray) -> np.ndarray:
@@ -411,12 +431,28 @@ def spacings_of_stored_day_sql() -> str:
     """
 
 
-def _stage_quarantine(con: duckdb.DuckDBPyConnection, p: dict[str, object]) -> None:
+def _quarantine_rows(
+    con: duckdb.DuckDBPyConnection,
+    p: dict[str, object],
+    rejected: pa.Table,
+    early_rejects: pa.Table,
+    files: pa.Table,
+) -> pa.Table:
     """Every raw row of the day that no clean row carries, with the first reason that hit it,
-    and its raw text fetched back from raw_readings."""
-    run(
-        con,
-        f"""CREATE OR REPLACE TEMP TABLE {STAGED_QUARANTINE} AS
+    and its raw text fetched back from raw_readings: the rows steps 1 to 3 rejected
+    (``early_rejects``) and those steps 4 to 7 did (``rejected``).
+
+    On a cursor of its own, so that it can run beside the caller's work on ``con``; a cursor
+    sees none of ``con``'s temp tables and registrations, so it is handed what it reads."""
+    with con.cursor() as cursor:
+        cursor.execute("SET TimeZone = 'UTC'")  # a session setting: a cursor starts without it
+        cursor.register("day_rejected", rejected)
+        cursor.register("day_early_rejects", early_rejects)
+        cursor.register("day_files", files)
+        return cursor.sql(_QUARANTINE_SQL, params=bind(_QUARANTINE_SQL, p)).to_arrow_table()
+
+
+_QUARANTINE_SQL = f"""
         WITH rejected AS (
             SELECT file_no, source_line, early_reason AS reason, detail,
                 CASE WHEN reading_day IS NOT NULL THEN reading_ts END AS reading_ts,
@@ -445,6 +481,4 @@ def _stage_quarantine(con: duckdb.DuckDBPyConnection, p: dict[str, object]) -> N
         JOIN day_files f USING (file_no)
         JOIN raw_readings r ON r.partition_date = $day AND r.source_file = f.source_file
             AND r.source_line = q.source_line
-        """,
-        p,
-    )
+        """

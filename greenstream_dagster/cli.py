@@ -13,6 +13,7 @@ import datetime as dt
 import os
 import sys
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 from .settings import Settings, SettingsError
@@ -69,9 +70,15 @@ def _process(files: list[Path], settings: Settings) -> int:
         print(f"greenstream: no such file: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore", module="dagster")
-    from .process import process_files
+    # A big batch lands in a child process while this one imports Dagster (see landing_child).
+    from .landing_child import LandingInChild, worth_a_child
 
-    outcome = process_files(files, settings, dagster_home=os.environ.get("DAGSTER_HOME"))
+    with LandingInChild(files, settings) if worth_a_child(files) else nullcontext() as landing:
+        from .process import process_files
+
+        outcome = process_files(
+            files, settings, dagster_home=os.environ.get("DAGSTER_HOME"), landing=landing
+        )
     print(outcome.summary())
     if not outcome.ok:
         print(f"greenstream: {outcome.failure_message()}", file=sys.stderr)

@@ -76,6 +76,13 @@ def take(source_file: str, day: dt.date) -> pa.Table | None:
         return kept.table
 
 
+def kept() -> dict[str, tuple[pa.Table, dt.date]]:
+    """Every table kept now, with the last day of its file (for ``landing_child`` to hand
+    over)."""
+    with _lock:
+        return {sha: (k.table, k.last_day) for sha, k in (_kept or {}).items()}
+
+
 def held_bytes() -> int:
     """What is kept now, in bytes (for tests)."""
     with _lock:

@@ -19,6 +19,7 @@ import duckdb
 from . import landed_tables
 from .alerts import raise_alert
 from .landing import Landed, land_files
+from .landing_child import LandingFailed, LandingInChild
 from .orchestration.assets import ASSETS, DAILY, RANGE_END_TAG, RANGE_START_TAG
 from .orchestration.checks import CHECKS
 from .orchestration.resources import resources_for, warehouse_connection
@@ -238,19 +239,31 @@ def run_days(days: list[dt.date], settings: Settings, instance: dg.DagsterInstan
 
 
 def process_files(
-    files: list[Path], settings: Settings, dagster_home: str | None = None
+    files: list[Path],
+    settings: Settings,
+    dagster_home: str | None = None,
+    landing: LandingInChild | None = None,
 ) -> ProcessOutcome:
     """Land ``files`` in the given order (that is their arrival order), then run their days.
 
-    The tables landing reads are kept for the runs' raw rows (see ``landed_tables``)."""
+    The tables landing reads are kept for the runs' raw rows (see ``landed_tables``). When
+    ``landing`` is given, a child process is landing the files already: its result is taken
+    once Dagster's instance is open."""
     with landed_tables.keeping():
-        return _land_and_run(files, settings, dagster_home)
+        return _land_and_run(files, settings, dagster_home, landing)
 
 
 def _land_and_run(
-    files: list[Path], settings: Settings, dagster_home: str | None
+    files: list[Path], settings: Settings, dagster_home: str | None, landing: LandingInChild | None
 ) -> ProcessOutcome:
-    landed = land_files([Path(f) for f in files], settings)
+    instance = _instance(dagster_home)
+    if landing is None:
+        landed = land_files([Path(f) for f in files], settings)
+    else:
+        try:
+            landed = landing.result()
+        except LandingFailed as exc:
+            return ProcessOutcome([], [], [], error=str(exc))
     touched = {
         day for item in landed if item.sidecar.status != REJECTED for day in item.sidecar.days
     }
@@ -277,6 +290,5 @@ def _land_and_run(
     partitions = set(DAILY.get_partition_keys())
     runnable = sorted(d for d in days if d.isoformat() in partitions)
     skipped = sorted(days - set(runnable))
-    instance = _instance(dagster_home)
     outcomes = [o for days in consecutive(runnable) for o in run_days(days, settings, instance)]
     return ProcessOutcome(landed, outcomes, skipped)

@@ -1,0 +1,110 @@
+"""``landing_child``: files landed by a child process land as ``land_files`` lands them here,
+their tables come back to be kept, the command then reads no file again, and a failed child
+is a clear error, not a crash."""
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pytest
+
+from greenstream_dagster import landed_tables, landing, landing_child, pipeline
+from greenstream_dagster.landing_child import LandingFailed, LandingInChild, worth_a_child
+from greenstream_dagster.process import process_files
+from greenstream_dagster.rules.meter_csv import read_meter_csv
+from greenstream_dagster.storage.raw_zone import ACCEPTED, REJECTED
+from greenstream_tests.support import write_csv
+
+D20, D21 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
+
+
+def _files(folder: Path) -> list[Path]:
+    two_days = write_csv(
+        folder / "two_days.csv",
+        [
+            ("m1", "2026-11-20T23:45:00Z", "1.0", "kW"),
+            ("m1", "not a time", "2.0", "kW"),
+            ("m1", "2026-11-21T00:00:00Z", "3.0", "kW"),
+        ],
+    )
+    one_day = write_csv(folder / "one_day.csv", [("m2", "2026-11-21T00:15:00Z", "500", "W")])
+    bad = folder / "bad.csv"
+    bad.write_bytes(b"no,header,we,know\n1,2,3,4\n")
+    again = folder / "again.csv"
+    again.write_bytes(one_day.read_bytes())  # the same bytes: landed once
+    return [two_days, one_day, bad, again]
+
+
+def _refuse_reads(monkeypatch):
+    """Reading a meter file in this process fails (the child is another process)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a file was read in the parent process")
+
+    monkeypatch.setattr(pipeline, "read_meter_csv", refuse)
+    monkeypatch.setattr(landing, "read_meter_csv", refuse)
+
+
+def test_the_child_lands_as_land_files_does_and_hands_its_tables_back(
+    settings, tmp_path, monkeypatch
+):
+    files = _files(tmp_path)
+    expected_tables = {name: read_meter_csv(files[i]).table for i, name in ((0, "two"), (1, "one"))}
+    _refuse_reads(monkeypatch)
+    child = LandingInChild(files, settings)
+    with landed_tables.keeping():
+        landed = child.result()
+        statuses = [(item.sidecar.original_name, item.sidecar.status) for item in landed]
+        assert statuses == [
+            ("two_days.csv", ACCEPTED),
+            ("one_day.csv", ACCEPTED),
+            ("bad.csv", REJECTED),
+            ("one_day.csv", ACCEPTED),  # the same bytes: its sidecar is the first one's
+        ]
+        assert [item.already_landed for item in landed] == [False, False, False, True]
+        assert [item.sidecar.days for item in landed[:2]] == [[D20, D21], [D21]]
+        assert "header" in landed[2].sidecar.reason
+        # What was handed back is what a read of the file gives, kept till its last day.
+        two, one = landed[0].sidecar.source_file, landed[1].sidecar.source_file
+        assert landed_tables.take(two, D20).equals(expected_tables["two"])
+        assert landed_tables.take(one, D21).equals(expected_tables["one"])
+        assert landed_tables.take(two, D21).equals(expected_tables["two"])
+        assert landed_tables.held_bytes() == 0
+    assert not Path(child.work_dir).exists()  # the request and the tables are gone
+
+
+def test_process_with_a_landing_child_reads_no_file_itself(settings, tmp_path, monkeypatch):
+    files = _files(tmp_path)
+    _refuse_reads(monkeypatch)
+    outcome = process_files(files, settings, landing=LandingInChild(files, settings))
+    assert outcome.error is None
+    assert [(d.day, d.summary["raw"]) for d in outcome.days] == [(D20, 2), (D21, 2)]
+    assert [item.already_landed for item in outcome.landed] == [False, False, False, True]
+
+
+def test_a_failed_child_is_a_clear_error(settings, tmp_path):
+    files = _files(tmp_path)
+    files[1] = tmp_path / "a_folder.csv"
+    files[1].mkdir()  # not a file: the child fails on it
+    child = LandingInChild(files, settings)
+    with pytest.raises(LandingFailed, match="IsADirectoryError"):
+        child.result()
+    outcome = process_files(files, settings, landing=LandingInChild(files, settings))
+    assert outcome.error is not None and "child process failed" in outcome.error
+    assert not outcome.ok and outcome.days == []
+
+
+def test_only_a_big_batch_is_worth_a_child(tmp_path):
+    small = write_csv(tmp_path / "small.csv", [("m1", "2026-11-20T00:00:00Z", "1", "kW")])
+    big = tmp_path / "big.csv"
+    with open(big, "wb") as out:
+        out.truncate(landing_child.MIN_BYTES)  # sparse: its size without writing it
+    assert not worth_a_child([small])
+    assert worth_a_child([small, big])
+    assert os.path.getsize(big) == landing_child.MIN_BYTES
+
+
+def test_a_child_whose_result_is_never_taken_leaves_nothing_behind(settings, tmp_path):
+    with LandingInChild(_files(tmp_path), settings) as child:
+        assert Path(child.work_dir).is_dir()
+    assert not Path(child.work_dir).exists()

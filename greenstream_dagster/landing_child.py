@@ -50,6 +50,7 @@ class LandingInChild:
     request and the tables it writes are in ``work_dir``, removed once the result is taken."""
 
     def __init__(self, files: list[Path], settings: Settings) -> None:
+        # mkdtemp's folder is this user's alone: the child unpickles the request found there.
         self.work_dir = tempfile.mkdtemp(prefix="greenstream-landing-", dir=_scratch_dir(files))
         package_root = str(Path(__file__).resolve().parent.parent)
         env = {

@@ -113,14 +113,20 @@ def _scratch_dir(files: list[Path]) -> str | None:
 
 
 def _land(files: list[Path], settings: Settings, out_dir: str):
-    """The child's work: land the files, then write each kept table to ``out_dir``."""
+    """The child's work: land the files, then write each kept table to ``out_dir``. A table
+    that cannot be written (the folder full, say) is not handed back: the files are landed
+    all the same, and the raw rows read that file again from the raw zone."""
     with landed_tables.keeping():
         landed = land_files(files, settings)
         handed = {}
         for sha, (table, last_day) in landed_tables.kept().items():
             path = os.path.join(out_dir, f"{sha}.arrow")
-            with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table)
+            try:
+                with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
+                    out.write_table(table)
+            except OSError:
+                Path(path).unlink(missing_ok=True)
+                continue
             handed[sha] = (path, last_day)
     return landed, handed
 

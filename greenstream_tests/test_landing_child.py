@@ -108,3 +108,12 @@ def test_a_child_whose_result_is_never_taken_leaves_nothing_behind(settings, tmp
     with LandingInChild(_files(tmp_path), settings) as child:
         assert Path(child.work_dir).is_dir()
     assert not Path(child.work_dir).exists()
+
+
+def test_a_table_the_child_cannot_write_is_read_again_not_lost(settings, tmp_path):
+    files = _files(tmp_path)[:2]
+    landed, handed = landing_child._land(files, settings, str(tmp_path / "no such folder"))
+    assert handed == {}  # nothing handed back...
+    assert [item.sidecar.status for item in landed] == [ACCEPTED, ACCEPTED]  # ...all landed
+    outcome = process_files(files, settings)  # already landed: read from the raw zone
+    assert [(d.day, d.summary["raw"]) for d in outcome.days] == [(D20, 2), (D21, 2)]

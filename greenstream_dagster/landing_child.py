@@ -30,9 +30,8 @@ from .settings import Settings
 # Below this much input a child costs more (about 0.4 s of a core to start Python and import
 # what landing needs) than landing here would take.
 MIN_BYTES = 16 << 20
-# Kept tables go to RAM when there is room for them: a table is about 2.5x its CSV's bytes.
+# Kept tables go to RAM when there is room for as many as a process may keep.
 SHARED_MEMORY = Path("/dev/shm")
-TABLE_BYTES_PER_INPUT_BYTE = 4
 # What the child is asked to land, in its folder.
 REQUEST = "request.pickle"
 
@@ -51,7 +50,7 @@ class LandingInChild:
 
     def __init__(self, files: list[Path], settings: Settings) -> None:
         # mkdtemp's folder is this user's alone: the child unpickles the request found there.
-        self.work_dir = tempfile.mkdtemp(prefix="greenstream-landing-", dir=_scratch_dir(files))
+        self.work_dir = tempfile.mkdtemp(prefix="greenstream-landing-", dir=_scratch_dir())
         package_root = str(Path(__file__).resolve().parent.parent)
         env = {
             **os.environ,
@@ -104,10 +103,13 @@ class LandingInChild:
         self.discard()
 
 
-def _scratch_dir(files: list[Path]) -> str | None:
-    """Shared memory when it has room for the tables, else the system's temporary folder."""
-    needed = TABLE_BYTES_PER_INPUT_BYTE * sum(f.stat().st_size for f in files)
-    if SHARED_MEMORY.is_dir() and shutil.disk_usage(SHARED_MEMORY).free > needed:
+def _scratch_dir() -> str | None:
+    """Shared memory when it has room for every table the child may keep (its files' size
+    says little: a gzip file inflates several times), else the system's temporary folder."""
+    if (
+        SHARED_MEMORY.is_dir()
+        and shutil.disk_usage(SHARED_MEMORY).free > landed_tables.BUDGET_BYTES
+    ):
         return str(SHARED_MEMORY)
     return None
 

@@ -149,10 +149,23 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     # The quarantine is complete once the z-scores are known. Its SQL runs on a cursor of its
     # own while step 8 goes on: the array work below holds one core, and the other was idle.
     rejected_table = rejected_rows(versions, survivors, figures, ids)
-    day_files = con.sql("SELECT * FROM day_files").to_arrow_table()
+    # The day's files, read once: the quarantine's cursor needs them, and the clean rows name
+    # each file by its hash (``file_no`` numbers them from 1, in this order).
+    day_files = con.sql("SELECT * FROM day_files ORDER BY file_no").to_arrow_table()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         quarantine = pool.submit(_quarantine_rows, con, p, rejected_table, early_rejects, day_files)
-        clean = _step_8(con, p, settings, day, versions, survivors, measured, rejected, ids)
+        clean = _step_8(
+            con,
+            p,
+            settings,
+            day,
+            versions,
+            survivors,
+            measured,
+            rejected,
+            ids,
+            day_files["source_file"].combine_chunks(),
+        )
         staged_quarantine = quarantine.result()
     con.unregister("day_meters")
     con.register(STAGED_QUARANTINE, staged_quarantine)
@@ -170,10 +183,11 @@ def _step_8(
     measured: np.ndarray,
     rejected: np.ndarray,
     ids: pa.Array,
+    source_files: pa.Array,
 ) -> pa.Table:
     """Step 8 on the survivors: each meter's interval, what the next day needs of this one
     (``staged_meter_spacings``), then every interval of the day with the forward fill, as the
-    clean rows."""
+    clean rows (``source_files``: the day's file hashes in ``file_no`` order)."""
     position = survivors.position
 
     # Step 8, first the interval: each meter's most common spacing between consecutive distinct
@@ -247,7 +261,6 @@ def _step_8(
         _anchors_before(con, p, len(ids)),
         float(settings.fill_max_minutes),
     )
-    files = con.sql("SELECT source_file FROM day_files ORDER BY file_no").to_arrow_table()
     return clean_rows(
         sequence,
         versions,
@@ -255,7 +268,7 @@ def _step_8(
         rejected,
         intervals,
         ids,
-        files["source_file"].combine_chunks(),
+        source_files,
         day,
     )
 

@@ -6,7 +6,8 @@
 - Quality rates warn above their thresholds; the archive is compared with the warehouse.
 
 Each check is a plain function of (connection, settings, day) returning its result; checks that
-can run at the same point of a day's run share one step (``check_group``).
+can run at the same point of a day's run share one step (``check_group``), and those of the
+day's last assets (fault flags, peaks, archive) share one at its end.
 """
 
 import datetime as dt

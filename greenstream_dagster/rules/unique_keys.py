@@ -9,9 +9,10 @@ the same leading columns and their ranges of the last column meet. Each run is s
 leading columns and the first and last value of the last column: a day has a few of them per
 file or meter, whatever its rows.
 
-Hashing every key and counting the distinct hashes cost 0.25 to 0.3 s for each 4.7-million-row
-table of a 50,000-meter day; the runs cost about 0.05 s. The answer is the same: rows in any
-order are cut into more runs (one per row at worst), never into a wrong answer.
+Hashing every key and counting the distinct hashes cost 0.15 s for the raw rows of a
+50,000-meter day and 0.11 s for its clean rows (4.7 million each); the runs cost 0.06 and
+0.04 s. The answer is the same: rows in any order are cut into more runs (one per row at worst),
+never into a wrong answer.
 """
 
 from __future__ import annotations

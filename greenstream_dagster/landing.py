@@ -9,6 +9,7 @@ import datetime as dt
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -24,6 +25,7 @@ from .rules.row_checks import (
     file_dates_sql,
     parameters,
     placed_rows_sql,
+    valid_days_sql,
     valid_row_on_sql,
 )
 from .settings import Settings
@@ -91,11 +93,7 @@ def land_files(
         last = max(now, last + dt.timedelta(microseconds=1)) if last else now
         arrivals[sha] = (path.name, last)
 
-    def examine(sha: str) -> Sidecar:
-        name, arrived = arrivals[sha]
-        return _examined(zone, sha, name, arrived, settings)
-
-    examined = on_readers(examine, list(arrivals), workers)
+    examined = _examined(zone, arrivals, settings, workers)
     for sidecar in examined:
         zone.write_sidecar(sidecar)
     new = {sidecar.source_file: sidecar for sidecar in examined}
@@ -115,26 +113,70 @@ def on_readers(function: Callable[[T], R], items: list[T], workers: int = READER
 
 
 def _examined(
-    zone: RawZone, sha: str, name: str, arrival: dt.datetime, settings: Settings
-) -> Sidecar:
-    """The sidecar of a stored file: read once, accepted with its days, or rejected."""
-    size = zone.data_path(sha).stat().st_size
-    try:
-        table = read_meter_csv(zone.data_path(sha), settings.max_inflated_bytes).table
-    except RejectedFile as rejected:
-        return Sidecar(sha, name, size, arrival, REJECTED, reason=rejected.reason)
-    placement = file_placement(table, arrival, settings)
-    landed_tables.keep(sha, table, placement.days)
-    return Sidecar(
-        sha,
-        name,
-        size,
-        arrival,
-        ACCEPTED,
-        placement.days,
-        first_day=placement.first_day,
-        first_day_recorded=True,
-    )
+    zone: RawZone,
+    arrivals: dict[str, tuple[str, dt.datetime]],
+    settings: Settings,
+    workers: int,
+) -> list[Sidecar]:
+    """The sidecars of stored files (``arrivals``: each one's name and arrival), in that order:
+    each file read once on the readers, accepted with its days or rejected. The files are read
+    and placed a window at a time (``PLACE_WINDOW_BYTES`` of files), all of a window in one
+    query (``file_placements``): the tables of a month landed at once never sit in memory
+    together."""
+
+    def read(sha: str) -> pa.Table | RejectedFile:
+        try:
+            return read_meter_csv(zone.data_path(sha), settings.max_inflated_bytes).table
+        except RejectedFile as rejected:
+            return rejected
+
+    sizes = {sha: zone.data_path(sha).stat().st_size for sha in arrivals}
+    sidecars = []
+    for window in _windows(list(arrivals), sizes, PLACE_WINDOW_BYTES):
+        tables = dict(zip(window, on_readers(read, window, workers), strict=True))
+        readable = [sha for sha in window if isinstance(tables[sha], pa.Table)]
+        placed = file_placements([(tables[sha], arrivals[sha][1]) for sha in readable], settings)
+        placements = dict(zip(readable, placed, strict=True))
+        for sha in window:
+            name, arrival = arrivals[sha]
+            if sha not in placements:
+                reason = tables[sha].reason
+                sidecars.append(Sidecar(sha, name, sizes[sha], arrival, REJECTED, reason=reason))
+                continue
+            placement = placements[sha]
+            landed_tables.keep(sha, tables[sha], placement.days)
+            sidecars.append(
+                Sidecar(
+                    sha,
+                    name,
+                    sizes[sha],
+                    arrival,
+                    ACCEPTED,
+                    placement.days,
+                    first_day=placement.first_day,
+                    first_day_recorded=True,
+                )
+            )
+    return sidecars
+
+
+# Files read and placed together, counted by their size on disk: a 50,000-meter day's 25 files
+# (139 MB, about 340 MB as read) go in two windows, each placed by two queries instead of 50.
+PLACE_WINDOW_BYTES = 96 << 20
+
+
+def _windows(shas: list[str], sizes: dict[str, int], limit: int) -> list[list[str]]:
+    """``shas`` in order, cut into windows of at least one file and at most ``limit`` bytes
+    unless one file alone is bigger."""
+    windows: list[list[str]] = []
+    held = limit
+    for sha in shas:
+        if held + sizes[sha] > limit:
+            windows.append([])
+            held = 0
+        windows[-1].append(sha)
+        held += sizes[sha]
+    return windows
 
 
 @dataclass(frozen=True)
@@ -203,25 +245,94 @@ class Placement:
 
 
 def file_placement(table: pa.Table, arrival: dt.datetime, settings: Settings) -> Placement:
-    """The file's days and first day, from its timestamps parsed once per distinct text; the
-    first valid row is looked for day by day, so no value is checked beyond it."""
+    """The placement of one file (see ``file_placements``)."""
+    [placement] = file_placements([(table, arrival)], settings)
+    return placement
+
+
+def file_placements(
+    files: list[tuple[pa.Table, dt.datetime]], settings: Settings
+) -> list[Placement]:
+    """Each file's days and first day, from its timestamps parsed once per distinct text.
+
+    All files are asked at once: DuckDB plans the row checks' SQL in about 20 ms, which asked
+    file by file was 0.5 to 0.7 s of landing a 50,000-meter day's 25 files. A file's first valid
+    day is looked for in the first ``PROBE_SAMPLE_ROWS`` rows of every file in one query; only
+    a file whose earliest day is not proven valid there is probed day by day, each probe
+    stopping at the first valid row, so no value is checked beyond it."""
+    if not files:
+        return []
     con = _scratch_connection()
-    con.register("file_rows", table)
+    params = parameters(settings)
+    dates_sql = file_dates_sql(_FILES_SOURCE, settings)
+    with _registered(con, files):
+        dates = con.execute(dates_sql, bind(dates_sql, params)).fetchall()
+    # A file without rows has no group: no days, and no row that needs a first day.
+    days = {i: ([], False) for i in range(len(files))}
+    days |= {file_no: (file_days, undated) for file_no, file_days, undated in dates}
+    undated = [i for i, (file_days, is_undated) in days.items() if is_undated and file_days]
+    proven = set()
+    if undated:
+        heads = [(files[i][0].slice(0, PROBE_SAMPLE_ROWS), files[i][1]) for i in undated]
+        sql = valid_days_sql(_FILES_SOURCE, settings)
+        with _registered(con, heads, numbers=undated):
+            proven = set(con.execute(sql, bind(sql, params)).fetchall())
+    placements = []
+    for i, (table, arrival) in enumerate(files):
+        file_days, is_undated = days[i]
+        if not is_undated:
+            placements.append(Placement(file_days, None))
+            continue
+        if not file_days:
+            first = arrival.astimezone(dt.UTC).date()
+        elif (i, file_days[0]) in proven:
+            first = file_days[0]
+        else:
+            first = _first_valid_day(con, table, arrival, file_days, settings)
+        placements.append(Placement(sorted({*file_days, first}), first))
+    return placements
+
+
+# Rows from the head of each file in which its first valid day is looked for (see
+# ``file_placements``): a day's file nearly always has a valid row there.
+PROBE_SAMPLE_ROWS = 2_000
+# The files' rows, as ``_registered`` registers them, with the columns the row checks need.
+_FILES_SOURCE = "(SELECT * FROM file_rows)"
+
+
+@contextmanager
+def _registered(con, files: list[tuple[pa.Table, dt.datetime]], numbers: list[int] | None = None):
+    """The files' rows as one ``file_rows`` relation on ``con``, each row with its file's
+    number (``file_no``: its position in ``files``, or in ``numbers``) and arrival time."""
+    numbers = numbers if numbers is not None else list(range(len(files)))
+    tables = [
+        table.append_column(
+            "file_no", pa.repeat(pa.scalar(number, pa.int32()), table.num_rows)
+        ).append_column(
+            "arrival_time",
+            pa.repeat(pa.scalar(arrival, pa.timestamp("us", tz="UTC")), table.num_rows),
+        )
+        for number, (table, arrival) in zip(numbers, files, strict=True)
+    ]
+    con.register("file_rows", pa.concat_tables(tables))
     try:
-        source = "(SELECT *, CAST($arrival AS TIMESTAMPTZ) AS arrival_time FROM file_rows)"
-        params = {**parameters(settings), "arrival": arrival}
-        sql = file_dates_sql(source, settings)
-        [(days, undated)] = con.execute(sql, bind(sql, params)).fetchall()
-        if not undated:
-            return Placement(days, None)
-        probe = valid_row_on_sql(source, settings)
-        first = next(
+        yield
+    finally:
+        con.unregister("file_rows")
+
+
+def _first_valid_day(
+    con, table: pa.Table, arrival: dt.datetime, days: list[dt.date], settings: Settings
+) -> dt.date:
+    """The earliest of ``days`` with a valid row of ``table``, asked day by day; the arrival's
+    UTC day when none has one."""
+    probe = valid_row_on_sql(_FILES_SOURCE, settings)
+    params = parameters(settings)
+    with _registered(con, [(table, arrival)]):
+        return next(
             (d for d in days if con.execute(probe, bind(probe, {**params, "day": d})).fetchall()),
             arrival.astimezone(dt.UTC).date(),
         )
-        return Placement(sorted({*days, first}), first)
-    finally:
-        con.unregister("file_rows")
 
 
 _SCRATCH = threading.local()

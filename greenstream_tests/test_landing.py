@@ -3,7 +3,12 @@ other, in the order given, although they are hashed and read on several threads.
 
 import datetime as dt
 
-from greenstream_dagster.landing import land_file, land_files
+import pytest
+
+from greenstream_dagster import landing
+from greenstream_dagster.landing import PROBE_SAMPLE_ROWS, Placement, land_file, land_files
+from greenstream_dagster.rules.meter_csv import TABLE_SCHEMA, read_meter_csv
+from greenstream_dagster.settings import Settings
 from greenstream_dagster.storage.raw_zone import ACCEPTED, REJECTED, RawZone
 from greenstream_tests.support import write_csv
 
@@ -55,7 +60,12 @@ def test_the_same_bytes_land_once_the_first_time_they_are_given(settings, tmp_pa
     assert len(RawZone(settings.raw_dir).sidecars()) == 2
 
 
-def test_a_batch_records_what_one_by_one_landing_records(settings, tmp_path):
+@pytest.mark.parametrize("window_bytes", [1, landing.PLACE_WINDOW_BYTES])
+def test_a_batch_records_what_one_by_one_landing_records(
+    settings, tmp_path, monkeypatch, window_bytes
+):
+    """Whether a batch's files are placed a window of one file at a time or all together."""
+    monkeypatch.setattr(landing, "PLACE_WINDOW_BYTES", window_bytes)
     files = _files(tmp_path)
     one_by_one = [land_file(path, settings).sidecar for path in files]
     settings_b = settings.replace(home=tmp_path / "home_b")
@@ -65,3 +75,75 @@ def test_a_batch_records_what_one_by_one_landing_records(settings, tmp_path):
         return (sidecar.source_file, sidecar.status, sidecar.days, sidecar.first_day)
 
     assert list(map(recorded, batch)) == list(map(recorded, one_by_one))
+
+
+@pytest.mark.parametrize(
+    ("sizes", "expected"),
+    [
+        ([50, 50, 10, 200, 5], [["f0", "f1"], ["f2"], ["f3"], ["f4"]]),
+        ([30, 30, 30], [["f0", "f1", "f2"]]),
+        ([], []),
+    ],
+)
+def test_files_are_placed_in_windows_of_a_limit_of_bytes(sizes, expected):
+    """At most 100 bytes a window, in order; a file bigger than that is a window alone."""
+    shas = [f"f{i}" for i in range(len(sizes))]
+    assert landing._windows(shas, dict(zip(shas, sizes, strict=True)), 100) == expected
+
+
+# Files placed together (``landing.file_placements``), each with its expected days and first day.
+D19, D22 = dt.date(2026, 11, 19), dt.date(2026, 11, 22)
+PLACED_TOGETHER = [
+    pytest.param(
+        [
+            ("m1", "2026-11-19T10:00:00Z", "abc", "kW"),
+            ("m1", "2026-11-20T10:00:00Z", "1.0", "kW"),
+            ("m1", "", "1.0", "kW"),
+        ],
+        Placement([D19, D20], D20),
+        id="the earliest day has no valid row",
+    ),
+    pytest.param(
+        [("m1", "2026-11-20T10:00:00Z", "1.0", "kW"), ("m2", "not a time", "1.0", "kW")],
+        Placement([D20], D20),
+        id="a valid row on the earliest day, first in the file",
+    ),
+    pytest.param(
+        [
+            ("m1", "2026-11-21T10:00:00Z", "1.0", "kW"),
+            ("m1", "2026-11-20T10:00:00Z", "1.0", "kW"),
+            ("m1", "x", "1.0", "kW"),
+        ],
+        Placement([D20, D21], D20),
+        id="a later day's valid row comes first",
+    ),
+    pytest.param(
+        [("m1", "2026-11-20T10:00:00Z", "1.0", "kW"), ("m2", "2026-11-21T10:00:00Z", "", "W")],
+        Placement([D20, D21], None),
+        id="every row has a day of its own",
+    ),
+    pytest.param([("m1", "not a time", "1.0", "kW")], Placement([D22], D22), id="no valid row"),
+    pytest.param([], Placement([], None), id="no rows"),
+]
+
+
+def _table(path, rows):
+    # Landing rejects a file without rows before placing it; an empty table still has a place.
+    return read_meter_csv(write_csv(path, rows)).table if rows else TABLE_SCHEMA.empty_table()
+
+
+@pytest.mark.parametrize("sample_rows", [1, PROBE_SAMPLE_ROWS])
+def test_files_placed_together_are_placed_as_each_alone(tmp_path, monkeypatch, sample_rows):
+    """Landing places a batch's files in one query, and proves most first days from the head of
+    each file: a file whose earliest day is not proven there (with a one-row head, any file
+    whose first row is not a valid row of its earliest day) is asked day by day, so every file
+    gets the days and first day it gets alone."""
+    monkeypatch.setattr(landing, "PROBE_SAMPLE_ROWS", sample_rows)
+    arrival = dt.datetime(2026, 11, 22, 10, tzinfo=dt.UTC)
+    tables = [
+        (_table(tmp_path / f"{i}.csv", case.values[0]), arrival)
+        for i, case in enumerate(PLACED_TOGETHER)
+    ]
+    expected = [case.values[1] for case in PLACED_TOGETHER]
+    assert landing.file_placements(tables, Settings()) == expected
+    assert [landing.file_placements([file], Settings())[0] for file in tables] == expected

@@ -221,29 +221,29 @@ def placed_rows_sql(source: str, settings: Settings) -> str:
 
 
 def file_dates_sql(source: str, settings: Settings) -> str:
-    """SQL giving, in one row, the sorted UTC days the rows of ``source`` (one file) place
-    themselves on, and whether some row has no day of its own (it then joins the file's first
-    day, see ``placed_rows_sql``).
+    """SQL giving, one row per file (``file_no``, a column of ``source``), the sorted UTC days
+    the file's rows place themselves on, and whether some row has no day of its own (it then
+    joins the file's first day, see ``placed_rows_sql``).
 
     Grouped by timestamp text first: a day's file has a few hundred distinct texts among
     hundreds of thousands of rows, and a row's own day depends on nothing else but whether it
     is well formed. Landing needs only this, not the values checked row by row."""
     return f"""
     WITH texts AS (
-        SELECT "timestamp" AS ts_text, bool_or(raw_line IS NULL) AS wellformed,
+        SELECT file_no, "timestamp" AS ts_text, bool_or(raw_line IS NULL) AS wellformed,
             bool_or(raw_line IS NOT NULL) AS malformed, max(arrival_time) AS arrival_time
         FROM {source} GROUP BY ALL
     ),
-    stamps AS ({stamps_sql("(SELECT ts_text FROM texts)", settings)}),
+    stamps AS ({stamps_sql("(SELECT DISTINCT ts_text FROM texts)", settings)}),
     dated AS (
-        SELECT wellformed, malformed, CASE WHEN {DATED} THEN ts_day END AS own_day
+        SELECT file_no, wellformed, malformed, CASE WHEN {DATED} THEN ts_day END AS own_day
         FROM (SELECT texts.*, stamps.* EXCLUDE (ts_text), {IS_FUTURE} AS is_future
               FROM texts LEFT JOIN stamps USING (ts_text))
     )
-    SELECT coalesce(list_sort(list_distinct(
+    SELECT file_no, coalesce(list_sort(list_distinct(
                list(own_day) FILTER (WHERE wellformed AND own_day IS NOT NULL))), []) AS days,
         coalesce(bool_or(malformed OR (wellformed AND own_day IS NULL)), FALSE) AS undated
-    FROM dated
+    FROM dated GROUP BY file_no
     """
 
 
@@ -254,4 +254,14 @@ def valid_row_on_sql(source: str, settings: Settings) -> str:
     return f"""
     SELECT 1 FROM ({checked_rows_sql(source, settings)})
     WHERE reading_day = $day AND early_reason IS NULL LIMIT 1
+    """
+
+
+def valid_days_sql(source: str, settings: Settings) -> str:
+    """SQL giving each file (``file_no``) of ``source`` and each day on which one of its rows is
+    valid (no early reason). Landing asks it of a few rows from the head of each file, to prove
+    most files' first valid day in one query (``landing.file_placements``)."""
+    return f"""
+    SELECT DISTINCT file_no, reading_day FROM ({checked_rows_sql(source, settings)})
+    WHERE reading_day IS NOT NULL AND early_reason IS NULL
     """

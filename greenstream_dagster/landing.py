@@ -169,9 +169,9 @@ def _windows(shas: list[str], sizes: dict[str, int], limit: int) -> list[list[st
     """``shas`` in order, cut into windows of at least one file and at most ``limit`` bytes
     unless one file alone is bigger."""
     windows: list[list[str]] = []
-    held = limit
+    held = 0
     for sha in shas:
-        if held + sizes[sha] > limit:
+        if not windows or held + sizes[sha] > limit:
             windows.append([])
             held = 0
         windows[-1].append(sha)

@@ -210,13 +210,9 @@ def placed_rows(
 
     One relation, so that a day is one insert: an insert per file leaves part-filled row groups
     that the commit then has to merge, which cost a second per 50,000-meter day."""
-    numbered = [
-        f.table.append_column("file_no", pa.array(np.full(f.table.num_rows, i, np.int32)))
-        for i, f in enumerate(files)
-    ]
-    con.register("file_rows", pa.concat_tables(numbered))
-    con.register(
-        "file_list",
+    _register_files(
+        con,
+        [f.table for f in files],
         pa.table(
             {
                 "file_no": pa.array(range(len(files)), pa.int32()),
@@ -297,28 +293,39 @@ def file_placements(
 # ``file_placements``): a day's file nearly always has a valid row there.
 PROBE_SAMPLE_ROWS = 2_000
 # The files' rows, as ``_registered`` registers them, with the columns the row checks need.
-_FILES_SOURCE = "(SELECT * FROM file_rows)"
+_FILES_SOURCE = """(SELECT r.*, f.arrival_time
+                    FROM file_rows r JOIN file_list f USING (file_no))"""
+
+
+def _register_files(con, tables: list[pa.Table], file_list: pa.Table) -> None:
+    """Register ``file_rows``, the rows of ``tables`` each with the ``file_no`` of its table's
+    row in ``file_list`` (same order), and ``file_list``: what a file's rows share is joined
+    from there rather than repeated on every row."""
+    numbers = file_list["file_no"].to_pylist()
+    numbered = [
+        table.append_column("file_no", pa.array(np.full(table.num_rows, number, np.int32)))
+        for number, table in zip(numbers, tables, strict=True)
+    ]
+    con.register("file_rows", pa.concat_tables(numbered))
+    con.register("file_list", file_list)
 
 
 @contextmanager
 def _registered(con, files: list[tuple[pa.Table, dt.datetime]], numbers: list[int] | None = None):
-    """The files' rows as one ``file_rows`` relation on ``con``, each row with its file's
-    number (``file_no``: its position in ``files``, or in ``numbers``) and arrival time."""
-    numbers = numbers if numbers is not None else list(range(len(files)))
-    tables = [
-        table.append_column(
-            "file_no", pa.repeat(pa.scalar(number, pa.int32()), table.num_rows)
-        ).append_column(
-            "arrival_time",
-            pa.repeat(pa.scalar(arrival, pa.timestamp("us", tz="UTC")), table.num_rows),
-        )
-        for number, (table, arrival) in zip(numbers, files, strict=True)
-    ]
-    con.register("file_rows", pa.concat_tables(tables))
+    """The files' rows registered for ``_FILES_SOURCE``, each file numbered by its position in
+    ``files`` (or in ``numbers``), for the length of the block."""
+    file_list = pa.table(
+        {
+            "file_no": pa.array(numbers if numbers is not None else range(len(files)), pa.int32()),
+            "arrival_time": pa.array([a for _, a in files], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    _register_files(con, [table for table, _ in files], file_list)
     try:
         yield
     finally:
         con.unregister("file_rows")
+        con.unregister("file_list")
 
 
 def _first_valid_day(

@@ -9,6 +9,7 @@ stage their rows in temp tables first (``warehouse.replace_days``); the raw rows
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import duckdb
@@ -118,10 +119,15 @@ def build_raw_readings(
 
 
 def build_standardized(
-    con: duckdb.DuckDBPyConnection, settings: Settings, day: dt.date
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    day: dt.date,
+    on_stored: Callable[[str, pa.Table], None] | None = None,
 ) -> DayReport:
-    """Apply steps 1 to 8 to the day's raw rows: clean rows and quarantine, swapped together."""
-    standardize_day(con, day, settings)
+    """Apply steps 1 to 8 to the day's raw rows: clean rows and quarantine, swapped together.
+    ``on_stored(table, rows)`` is then called with the day's new rows of each of the two tables
+    as they were staged, before they are let go (the checks validate them there)."""
+    staged = standardize_day(con, day, settings)
     try:
         counts = replace_days(
             con,
@@ -137,6 +143,9 @@ def build_standardized(
                 f"SELECT reason, count(*) FROM {STAGED_QUARANTINE} GROUP BY ALL ORDER BY 2 DESC"
             ).fetchall()
         )
+        if on_stored is not None:
+            for table, rows in staged.items():
+                on_stored(table, rows)
     finally:
         release_staged(con)
     # Counted in the warehouse, in one pass: what was stored.

@@ -22,6 +22,7 @@ from .. import pipeline
 from ..alerts import raise_alert
 from ..settings import Settings
 from ..storage.warehouse import TABLES
+from . import handover
 from .metadata import day_preview, report_metadata, table_schema
 from .resources import GreenstreamSettings, warehouse_connection
 
@@ -138,6 +139,18 @@ def previewed(build: Callable[[duckdb_module.DuckDBPyConnection, dt.date], T], *
     return built
 
 
+def checked_in_run(context: dg.AssetExecutionContext, tables: tuple[str, ...]) -> set[str]:
+    """Those of ``tables`` whose schema check this run includes: only their rows are worth
+    validating while the step holds them."""
+    selection = context.run.asset_check_selection
+    return {
+        table
+        for table in tables
+        if selection is None
+        or dg.AssetCheckKey(dg.AssetKey(table), handover.schema_check_name(table)) in selection
+    }
+
+
 def record_days(context, reports, keys=None, *, asset_key=None, previews=None):
     """Each day's counts, and its ``previews`` (one per report, when given), on that day's own
     materialization: a MaterializeResult's metadata would go on every day of a run over a
@@ -165,6 +178,7 @@ def raw_readings(
     it arrived, with its file (SHA-256) and line. Rows whose timestamp cannot place them on a
     day belong to their file's first day. Rejected files are listed in the raw_files table."""
     settings = greenstream.settings()
+    handover.warm_validation()  # its checks come next; DuckDB's inserts leave a thread free
     built = each_day(
         context,
         duckdb,
@@ -214,11 +228,16 @@ def standardized_readings_and_quarantine(
 ):
     """Rules 1 to 8 of DESIGN.md: one pass produces the clean rows and the quarantine."""
     settings = greenstream.settings()
+    # The two tables' checks take their validation from here (``handover``): no read back.
+    checked = checked_in_run(context, ("standardized_readings", "quarantine"))
+    run_id = context.run.run_id
     built = each_day(
         context,
         duckdb,
         previewed(
-            lambda con, day: pipeline.build_standardized(con, settings, day),
+            lambda con, day: pipeline.build_standardized(
+                con, settings, day, handover.validating(run_id, settings, con, day, checked)
+            ),
             "quarantine",
             "standardized_readings",
         ),

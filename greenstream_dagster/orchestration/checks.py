@@ -1,39 +1,34 @@
 """Asset checks, partitioned by day like the assets they check.
 
-- One Pandera schema check per table asset; failures show their cases.
+- One Pandera schema check per table asset (``validation``); failures show their cases. The
+  clean rows and the quarantine are validated by the step that stores them, while it holds
+  them, and their checks take that result (``handover``); the others read the day back.
 - The accounting check (nothing lost) and the schema of the clean data are blocking: when either
   fails, the Parquet archive of that day is not written.
 - Quality rates warn above their thresholds; the archive is compared with the warehouse.
 
-Each check is a plain function of (connection, settings, day) returning its result; checks that
+Each check is a plain function of (connection, settings, day, run id) returning its result (the
+run id finds what that run's steps handed over); checks that
 can run at the same point of a day's run share one step (``check_group``), and those of the
 day's last assets (fault flags, peaks, archive) share one at its end.
 """
 
 import datetime as dt
-from collections.abc import Iterator
 
 import dagster as dg
-import pandas as pd
-import pandera.polars as pa
-import polars as pl
-import pyarrow as pa_arrow
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     # Not exported: what AssetCheckResult itself records as the materialization a check saw.
     AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster_duckdb import DuckDBResource
-from pandera.errors import SchemaErrors
 
-from ..rules import accounting, unique_keys
-from ..rules.schemas import schemas
+from ..rules import accounting
 from ..storage import archive
+from . import handover
 from .assets import DAILY, POOL, RETRY, days_of, each_day
+from .handover import schema_check_name
 from .resources import GreenstreamSettings
 
-FAILURE_SAMPLE = 20
-# Rows validated at a time: bounded memory however many meters a day has.
-BATCH_ROWS = 1_000_000
 BLOCKING_SCHEMAS = {"standardized_readings"}
 
 
@@ -43,82 +38,6 @@ def _markdown(frame) -> str:
     for row in frame.itertuples(index=False):
         lines.append("| " + " | ".join(str(v).replace("|", "\\|")[:80] for v in row) + " |")
     return "\n".join(lines)
-
-
-def _regrouped(reader: pa_arrow.RecordBatchReader, rows: int) -> Iterator[pa_arrow.Table]:
-    """The reader's batches joined into tables of about ``rows`` rows. DuckDB hands out batches
-    of its vector size (about 120,000 rows) whatever size is asked for, and each Pandera
-    validation has a fixed cost: 39 batches for a 50,000-meter day cost a second more than 5."""
-    pending: list[pa_arrow.RecordBatch] = []
-    held = 0
-    for batch in reader:
-        pending.append(batch)
-        held += batch.num_rows
-        if held >= rows:
-            yield pa_arrow.Table.from_batches(pending)
-            pending, held = [], 0
-    if pending:
-        yield pa_arrow.Table.from_batches(pending)
-
-
-def validate_day(con, table: str, schema: pa.DataFrameSchema, day: dt.date):
-    """Validate the day's rows in batches, so a 50,000-meter day never sits in memory as one
-    frame. Uniqueness spans the batches: each batch leaves only the runs its keys come in
-    (``unique_keys``), a few per meter or file.
-
-    Returns (rows checked, failure cases or None).
-    """
-    unique = list(schema.unique or [])
-    per_batch = pa.DataFrameSchema(
-        schema.columns, checks=schema.checks, name=schema.name, unique=None
-    )
-    failures = []
-    rows = 0
-    runs: list[pl.DataFrame] = []
-    con = con.cursor()  # its own result stream, whatever the caller left open
-    # Only the columns the schema looks at: the others would be converted for nothing.
-    columns = ", ".join(f'"{name}"' for name in dict.fromkeys([*schema.columns, *unique]))
-    reader = con.sql(
-        f"SELECT {columns} FROM {table} WHERE partition_date = $day", params={"day": day}
-    ).to_arrow_reader(BATCH_ROWS)
-    for batch in _regrouped(reader, BATCH_ROWS):
-        frame = pl.from_arrow(batch)  # Arrow's buffers, not a copy
-        rows += len(frame)
-        if unique:
-            runs.append(unique_keys.key_runs(frame, unique))
-        try:
-            per_batch.validate(frame, lazy=True)
-        except SchemaErrors as errors:
-            failures.append(errors.failure_cases.to_pandas())
-    # Only runs that may share a key (a doubled key, or a null in one) ask DuckDB for the keys
-    # themselves, to name them. A second scan of the day for every check cost 0.6 s for the
-    # raw rows, 0.5 s for the clean.
-    if unique and unique_keys.runs_overlap(runs, unique):
-        doubled = _doubled_keys(con, table, unique, day)
-        if len(doubled):
-            failures.append(
-                pd.DataFrame(
-                    {
-                        "column": str(unique),
-                        "check": "multiple_fields_uniqueness",
-                        "failure_case": doubled.astype(str).agg(",".join, axis=1),
-                    }
-                )
-            )
-    return rows, (pd.concat(failures, ignore_index=True) if failures else None)
-
-
-def _doubled_keys(con, table: str, unique: list[str], day: dt.date) -> pd.DataFrame:
-    """The first keys of the day that more than one row holds, with how many."""
-    keys = ", ".join(unique)
-    return con.sql(
-        f"""SELECT {keys}, count(*) AS times FROM {table}
-            WHERE partition_date = $day AND hash({keys}) IN (
-                SELECT hash({keys}) FROM {table} WHERE partition_date = $day
-                GROUP BY ALL HAVING count(*) > 1)
-            GROUP BY ALL HAVING count(*) > 1 ORDER BY ALL LIMIT {FAILURE_SAMPLE}""",
-        params={"day": day},
-    ).df()
 
 
 ACCOUNTING = dg.AssetCheckSpec(
@@ -138,13 +57,18 @@ ARCHIVE_MATCHES = dg.AssetCheckSpec(
 )
 
 
-def schema_check_name(table: str) -> str:
-    return f"{table}_schema"
+def schema_result(
+    con, settings, table: str, day: dt.date, run_id: str | None = None
+) -> dg.AssetCheckResult:
+    """The day's rows of ``table`` against its Pandera schema; failures show their cases. The
+    rows as the step of run ``run_id`` that stored them validated them, if it did
+    (``handover``), else read from the warehouse."""
+    from .. import validation  # deferred: see validation's docstring
 
-
-def schema_result(con, settings, table: str, day: dt.date) -> dg.AssetCheckResult:
-    """The day's rows of ``table`` against its Pandera schema; failures show their cases."""
-    rows, cases = validate_day(con, table, schemas(settings)[table], day)
+    found = handover.take(run_id, table, day)
+    if found is None:
+        found = validation.validate_day(con, table, validation.schemas(settings)[table], day)
+    rows, cases = found
     key = {"asset_key": dg.AssetKey(table), "check_name": schema_check_name(table)}
     if cases is None:
         return dg.AssetCheckResult(**key, passed=True, metadata={"rows_checked": rows})
@@ -157,12 +81,14 @@ def schema_result(con, settings, table: str, day: dt.date) -> dg.AssetCheckResul
             "rows_checked": rows,
             "failure_cases": len(cases),
             "failures_by_check": dg.MetadataValue.md(_markdown(by_check)),
-            "sample": dg.MetadataValue.md(_markdown(cases.head(FAILURE_SAMPLE).astype(str))),
+            "sample": dg.MetadataValue.md(
+                _markdown(cases.head(validation.FAILURE_SAMPLE).astype(str))
+            ),
         },
     )
 
 
-def accounting_result(con, settings, day: dt.date) -> dg.AssetCheckResult:
+def accounting_result(con, settings, day: dt.date, run_id=None) -> dg.AssetCheckResult:
     """Nothing is lost: every raw line of the day is in the clean data or the quarantine."""
     result = accounting.account_day(con, day)
     return dg.AssetCheckResult(
@@ -183,7 +109,7 @@ def accounting_result(con, settings, day: dt.date) -> dg.AssetCheckResult:
 def rate_result(asset: str, name: str, compute, threshold: str, counts: tuple[str, str]):
     """A warn-level check: the day's rate from ``compute`` against a settings threshold."""
 
-    def result(con, settings, day: dt.date) -> dg.AssetCheckResult:
+    def result(con, settings, day: dt.date, run_id=None) -> dg.AssetCheckResult:
         rate, part, whole = compute(con, day)
         limit = getattr(settings, threshold)
         return dg.AssetCheckResult(
@@ -197,7 +123,7 @@ def rate_result(asset: str, name: str, compute, threshold: str, counts: tuple[st
     return result
 
 
-def archive_result(con, settings, day: dt.date) -> dg.AssetCheckResult:
+def archive_result(con, settings, day: dt.date, run_id=None) -> dg.AssetCheckResult:
     """The archived Parquet day holds exactly the warehouse's clean rows of that day."""
     [(warehouse_rows,)] = con.execute(
         "SELECT count(*) FROM standardized_readings WHERE partition_date = ?", [day]
@@ -225,7 +151,9 @@ def _schema_spec(table: str) -> tuple[dg.AssetCheckSpec, object]:
         blocking=blocking,
         partitions_def=DAILY,
     )
-    return spec, lambda con, settings, day: schema_result(con, settings, table, day)
+    return spec, lambda con, settings, day, run_id=None: schema_result(
+        con, settings, table, day, run_id
+    )
 
 
 def _rate_spec(name, asset, description, compute, threshold, counts, additional_deps=()):
@@ -314,7 +242,9 @@ def check_group(name: str, description: str, checks) -> dg.AssetChecksDefinition
         results = each_day(
             context,
             duckdb,
-            lambda con, day: [(key, functions[key](con, settings, day)) for key in selected],
+            lambda con, day: [
+                (key, functions[key](con, settings, day, context.run.run_id)) for key in selected
+            ],
         )
         days = days_of(context)
         seen = {

@@ -72,8 +72,11 @@ def _micros(hours: float) -> int:
     return int(round(hours * 3_600_000_000))
 
 
-def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Settings) -> None:
-    """Stage the clean rows and the quarantine of ``day`` (see the module docstring)."""
+def standardize_day(
+    con: duckdb.DuckDBPyConnection, day: dt.date, settings: Settings
+) -> dict[str, pa.Table]:
+    """Stage the clean rows and the quarantine of ``day`` (see the module docstring). Returns
+    the two Arrow tables staged, by the warehouse table they are for."""
     lookback_days = max(1, math.ceil(settings.zscore_window_hours / 24))
     p = {
         **parameters(settings),
@@ -171,6 +174,7 @@ def standardize_day(con: duckdb.DuckDBPyConnection, day: dt.date, settings: Sett
     con.register(STAGED_QUARANTINE, staged_quarantine)
     # The clean rows are handed to the warehouse insert as they are, in meter and time order.
     con.register(STAGED_STANDARDIZED, clean)
+    return {"standardized_readings": clean, "quarantine": staged_quarantine}
 
 
 def _step_8(

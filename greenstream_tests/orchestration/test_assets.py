@@ -8,6 +8,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from greenstream_dagster import validation
 from greenstream_dagster.landing import land_file
 from greenstream_dagster.orchestration.assets import (
     ASSETS,
@@ -137,7 +138,7 @@ def test_blocking_check_failure_stops_the_archive(tmp_path, settings, monkeypatc
         )
         return found
 
-    monkeypatch.setattr("greenstream_dagster.orchestration.checks.schemas", strict)
+    monkeypatch.setattr("greenstream_dagster.validation.schemas", strict)
     land_file(day_file(tmp_path, DAYS[0]), settings)
     result = materialize(settings, DAYS[0], dg.DagsterInstance.ephemeral())
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
@@ -146,6 +147,41 @@ def test_blocking_check_failure_stops_the_archive(tmp_path, settings, monkeypatc
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "parquet_archive" not in materialized
     assert not archive.day_path(settings.archive_dir, dt.date.fromisoformat(DAYS[0])).exists()
+
+
+def test_the_clean_checks_take_what_the_step_validated(tmp_path, settings, monkeypatch):
+    """The standardize step validates the clean rows and the quarantine while it holds them;
+    the checks of its run take those results and read neither back from the warehouse. The
+    other tables are read back. Run again, the day's checks take that run's results."""
+    calls = []
+    validate_day = validation.validate_day
+
+    def spy(con, table, schema, day, held=None):
+        calls.append((table, held is not None))
+        return validate_day(con, table, schema, day, held)
+
+    monkeypatch.setattr(validation, "validate_day", spy)
+    land_file(day_file(tmp_path, DAYS[0]), settings)
+    instance = dg.DagsterInstance.ephemeral()
+    for _ in range(2):
+        calls.clear()
+        result = materialize(settings, DAYS[0], instance)
+        assert result.success
+        assert sorted(calls) == [
+            ("fault_flags", False),
+            ("meter_daily_peaks", False),
+            ("quarantine", True),
+            ("raw_readings", False),
+            ("standardized_readings", True),
+            ("system_peaks", False),
+        ]
+        rows = {
+            e.check_name: e.metadata["rows_checked"].value
+            for e in result.get_asset_check_evaluations()
+            if "rows_checked" in e.metadata
+        }
+        assert rows["standardized_readings_schema"] == 192
+        assert rows["quarantine_schema"] == 1
 
 
 # --- a run over a range of days (a backfill from the web UI, `greenstream process`) ----------
@@ -228,7 +264,7 @@ def test_a_blocking_failure_on_one_day_of_a_run_stops_the_runs_archive(
     tmp_path, settings, monkeypatch
 ):
     """Its check fails on that day only, the others pass; no archive of the run is written."""
-    monkeypatch.setattr("greenstream_dagster.orchestration.checks.schemas", fails_on(DAYS[1]))
+    monkeypatch.setattr("greenstream_dagster.validation.schemas", fails_on(DAYS[1]))
     for day in DAYS:
         land_file(day_file(tmp_path, day), settings)
     result = materialize_range(settings, DAYS, dg.DagsterInstance.ephemeral())
@@ -248,7 +284,7 @@ def test_a_blocking_failure_on_one_day_of_a_run_stops_the_runs_archive(
 def test_process_reports_each_day_of_its_run(tmp_path, settings, monkeypatch):
     """``greenstream process`` runs consecutive days as one run: the failed check is reported
     on its day, and every day of the run is reported failed (none was archived)."""
-    monkeypatch.setattr("greenstream_dagster.orchestration.checks.schemas", fails_on(DAYS[1]))
+    monkeypatch.setattr("greenstream_dagster.validation.schemas", fails_on(DAYS[1]))
     for day in DAYS:
         land_file(day_file(tmp_path, day), settings)
     days = [dt.date.fromisoformat(d) for d in DAYS]

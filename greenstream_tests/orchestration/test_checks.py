@@ -1,8 +1,15 @@
-"""The schema checks validate a day in batches; uniqueness across the day is asked of DuckDB."""
+"""The schema checks validate a day in batches, read from the warehouse or as the step that
+stored them holds them; uniqueness across the day is asked of DuckDB."""
 
 import datetime as dt
 
-from greenstream_dagster.orchestration import checks
+import pandas as pd
+import pyarrow as pa
+import pytest
+from pandera.polars import Check
+
+from greenstream_dagster import pipeline, validation
+from greenstream_dagster.orchestration import handover
 from greenstream_dagster.rules.schemas import schemas
 from greenstream_dagster.settings import Settings
 from greenstream_tests.support import add_file, run_day, series
@@ -11,15 +18,15 @@ DAY = dt.date(2026, 11, 20)
 
 
 def test_a_clean_day_passes_in_small_batches(con, monkeypatch):
-    monkeypatch.setattr(checks, "BATCH_ROWS", 7)
+    monkeypatch.setattr(validation, "BATCH_ROWS", 7)
     add_file(con, "f1", series("M1", "2026-11-20 00:00", [1.0] * 20), DAY)
     run_day(con, DAY)
     schema = schemas(Settings())["standardized_readings"]
-    assert checks.validate_day(con, "standardized_readings", schema, DAY) == (20, None)
+    assert validation.validate_day(con, "standardized_readings", schema, DAY) == (20, None)
 
 
 def test_a_doubled_clean_row_is_caught_across_batches(con, monkeypatch):
-    monkeypatch.setattr(checks, "BATCH_ROWS", 7)
+    monkeypatch.setattr(validation, "BATCH_ROWS", 7)
     add_file(con, "f1", series("M1", "2026-11-20 00:00", [1.0] * 20), DAY)
     run_day(con, DAY)
     # The same meter and timestamp twice, 19 rows apart: never in one batch of 7.
@@ -28,9 +35,105 @@ def test_a_doubled_clean_row_is_caught_across_batches(con, monkeypatch):
            WHERE reading_ts = TIMESTAMPTZ '2026-11-20 00:00:00+00'"""
     )
     schema = schemas(Settings())["standardized_readings"]
-    rows, cases = checks.validate_day(con, "standardized_readings", schema, DAY)
+    rows, cases = validation.validate_day(con, "standardized_readings", schema, DAY)
     assert rows == 21
     assert cases[["column", "check"]].values.tolist() == [
         ["['meter_id', 'reading_ts']", "multiple_fields_uniqueness"]
     ]
     assert cases["failure_case"].iloc[0].startswith("M1,2026-11-20 00:00:00")
+
+
+# --- the rows as the standardize step holds them (``handover``) ------------------------------
+
+
+def _staged_day(con, settings):
+    """A day with measured, filled and missing rows and a quarantined one, standardized; the
+    Arrow tables the step held, by table."""
+    values = [1.0, None, 2.0, "NULL", "NULL", "NULL", "NULL", "NULL", 3.0, "x"]
+    add_file(
+        con,
+        "f1",
+        [*series("M1", "2026-11-20 00:00", values), *series("M2", "2026-11-20 12:00", [0.5])],
+        DAY,
+    )
+    held = {}
+    pipeline.build_standardized(
+        con, settings, DAY, lambda table, rows: held.setdefault(table, rows)
+    )
+    return held
+
+
+def _strict(settings):
+    """Schemas the day fails: kW at most 0.5, and no reason but a duplicate."""
+    found = schemas(settings)
+    found["standardized_readings"] = found["standardized_readings"].update_column(
+        "kw", checks=[Check.le(0.5)]
+    )
+    found["quarantine"] = found["quarantine"].update_column(
+        "reason", checks=[Check.isin(["duplicate"])]
+    )
+    return found
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_the_held_rows_validate_as_the_stored_rows(con, monkeypatch, strict):
+    """The step's own Arrow tables (meter ids, files and qualities as dictionaries) give the
+    check the result that reading the day back gives: rows, and every failure case."""
+    monkeypatch.setattr(validation, "BATCH_ROWS", 4)
+    settings = Settings()
+    held = _staged_day(con, settings)
+    assert sorted(held) == ["quarantine", "standardized_readings"]
+    assert pa.types.is_dictionary(held["standardized_readings"]["meter_id"].type)
+    found = (_strict if strict else schemas)(settings)
+    for table, rows in held.items():
+        from_step = validation.validate_day(con, table, found[table], DAY, held=rows)
+        read_back = validation.validate_day(con, table, found[table], DAY)
+        assert from_step[0] == read_back[0] == {"standardized_readings": 10, "quarantine": 1}[table]
+        if not strict:
+            assert from_step[1] is None and read_back[1] is None
+        else:
+            assert len(read_back[1]) > 0
+            pd.testing.assert_frame_equal(from_step[1], read_back[1])
+
+
+def test_a_doubled_key_in_the_held_rows_is_named(con, monkeypatch):
+    """Uniqueness over the held rows: their runs overlap, and the keys are named from the
+    warehouse, which holds the same rows."""
+    monkeypatch.setattr(validation, "BATCH_ROWS", 7)
+    settings = Settings()
+    held = _staged_day(con, settings)
+    clean = held["standardized_readings"]
+    doubled = pa.concat_tables([clean, clean.slice(0, 1)])
+    con.execute(
+        """INSERT INTO standardized_readings SELECT * FROM standardized_readings
+           WHERE meter_id = 'M1' AND reading_ts = TIMESTAMPTZ '2026-11-20 00:00:00+00'"""
+    )
+    rows, cases = validation.validate_day(
+        con, "standardized_readings", schemas(settings)["standardized_readings"], DAY, held=doubled
+    )
+    assert rows == 11
+    assert cases[["column", "check"]].values.tolist() == [
+        ["['meter_id', 'reading_ts']", "multiple_fields_uniqueness"]
+    ]
+    assert cases["failure_case"].iloc[0].startswith("M1,2026-11-20 00:00:00")
+
+
+def test_a_handed_over_result_is_taken_once_by_its_own_run(con):
+    settings = Settings()
+    staged = _staged_day(con, settings)
+    hook = handover.validating("run-1", settings, con, DAY, {"standardized_readings"})
+    for table, rows in staged.items():
+        hook(table, rows)
+    # only the tables asked for are validated
+    assert handover.take("run-1", "quarantine", DAY) is None
+    assert handover.take("run-2", "standardized_readings", DAY) is None
+    assert handover.take("run-1", "standardized_readings", DAY + dt.timedelta(1)) is None
+    assert handover.take("run-1", "standardized_readings", DAY) == (10, None)
+    assert handover.take("run-1", "standardized_readings", DAY) is None
+    # what a run left and never took goes when the next run leaves its own
+    hook("standardized_readings", staged["standardized_readings"])
+    handover.validating("run-2", settings, con, DAY, {"quarantine"})(
+        "quarantine", staged["quarantine"]
+    )
+    assert handover.take("run-1", "standardized_readings", DAY) is None
+    assert handover.take("run-2", "quarantine", DAY) == (1, None)

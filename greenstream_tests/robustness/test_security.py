@@ -324,7 +324,7 @@ REVIEWED_INTERPOLATIONS = {
     "end_code",
     # rules/row_checks.py: the relation of timestamp texts (a constant subquery over ``source``)
     "texts",
-    # orchestration/checks.py: the unique-key column names of a Pandera schema (constants)
+    # validation.py: the unique-key column names of a Pandera schema (constants)
     "keys",
 }
 

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 from pandera.errors import SchemaErrors
 
+from greenstream_dagster import validation
 from greenstream_dagster.orchestration import checks
 from greenstream_dagster.rules import codes
 from greenstream_dagster.rules.schemas import schemas
@@ -692,9 +693,9 @@ def test_the_nullable_columns_are_the_documented_ones():
 def test_a_raw_key_doubled_across_batches_is_named(con, monkeypatch):
     """Uniqueness spans the batches: line 2 of f1 landed twice, 20 rows apart, in batches of 7,
     is reported once with its key and count, and no batch reports anything else."""
-    monkeypatch.setattr(checks, "BATCH_ROWS", 7)
+    monkeypatch.setattr(validation, "BATCH_ROWS", 7)
     batches: list[set[tuple]] = []
-    regrouped = checks._regrouped
+    regrouped = validation._regrouped
 
     def spy(reader, rows):
         for table in regrouped(reader, rows):
@@ -704,10 +705,10 @@ def test_a_raw_key_doubled_across_batches_is_named(con, monkeypatch):
             batches.append(set(keys))
             yield table
 
-    monkeypatch.setattr(checks, "_regrouped", spy)
+    monkeypatch.setattr(validation, "_regrouped", spy)
     add_file(con, "f1", series("M1", "2026-11-20 00:00", [1.0] * 20), D)
     add_file(con, "f1", series("M1", "2026-11-20 00:00", [2.0]), D, first_line=2)
-    rows, cases = checks.validate_day(con, "raw_readings", schemas(DEFAULT)["raw_readings"], D)
+    rows, cases = validation.validate_day(con, "raw_readings", schemas(DEFAULT)["raw_readings"], D)
     assert rows == 21
     assert [i for i, keys in enumerate(batches) if ("f1", 2) in keys] == [0, len(batches) - 1]
     assert cases.to_dict("records") == [
@@ -733,7 +734,7 @@ def test_a_raw_key_doubled_across_batches_is_named(con, monkeypatch):
 def test_a_clean_pipeline_day_passes(con, monkeypatch, table, rows):
     """A day the pipeline built itself (measured, filled, missing, a quarantined row, the
     peaks) passes every schema in batches of 4: (rows checked, None)."""
-    monkeypatch.setattr(checks, "BATCH_ROWS", 4)
+    monkeypatch.setattr(validation, "BATCH_ROWS", 4)
     values = [1.0, None, 2.0, "NULL", "NULL", "NULL", "NULL", "NULL", 3.0, "x"]
     add_file(
         con,
@@ -742,4 +743,4 @@ def test_a_clean_pipeline_day_passes(con, monkeypatch, table, rows):
         D,
     )
     run_day(con, D)
-    assert checks.validate_day(con, table, schemas(DEFAULT)[table], D) == (rows, None)
+    assert validation.validate_day(con, table, schemas(DEFAULT)[table], D) == (rows, None)

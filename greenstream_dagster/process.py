@@ -20,7 +20,6 @@ from . import landed_tables
 from .alerts import raise_alert
 from .landing import Landed, land_files
 from .landing_child import LandingFailed, LandingInChild
-from .orchestration import handover
 from .orchestration.assets import ASSETS, DAILY, RANGE_END_TAG, RANGE_START_TAG
 from .orchestration.checks import CHECKS
 from .orchestration.resources import resources_for, warehouse_connection
@@ -258,8 +257,6 @@ def _land_and_run(
     files: list[Path], settings: Settings, dagster_home: str | None, landing: LandingInChild | None
 ) -> ProcessOutcome:
     instance = _instance(dagster_home)
-    # While this process waits on the landing child, or on DuckDB's insert of the raw rows.
-    handover.warm_validation()
     if landing is None:
         landed = land_files([Path(f) for f in files], settings)
     else:

@@ -178,7 +178,7 @@ def raw_readings(
     it arrived, with its file (SHA-256) and line. Rows whose timestamp cannot place them on a
     day belong to their file's first day. Rejected files are listed in the raw_files table."""
     settings = greenstream.settings()
-    handover.warm_validation()  # its checks come next; DuckDB's inserts leave a thread free
+    handover.warm_validation()  # its checks come next; the DuckDB insert frees the interpreter
     built = each_day(
         context,
         duckdb,

@@ -137,3 +137,19 @@ def test_a_handed_over_result_is_taken_once_by_its_own_run(con):
     )
     assert handover.take("run-1", "standardized_readings", DAY) is None
     assert handover.take("run-2", "quarantine", DAY) == (1, None)
+
+
+def test_a_validation_that_breaks_leaves_nothing_and_the_step_goes_on(con, monkeypatch):
+    """An error inside the step's validation is not the step's: nothing is handed over, so the
+    check reads the day back and shows the error there."""
+    settings = Settings()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(validation, "validate_day", broken)
+    add_file(con, "f1", series("M1", "2026-11-20 00:00", [1.0] * 4), DAY)
+    hook = handover.validating("run-3", settings, con, DAY, {"standardized_readings"})
+    report = pipeline.build_standardized(con, settings, DAY, hook)
+    assert report.counts["rows"] == 4
+    assert handover.take("run-3", "standardized_readings", DAY) is None

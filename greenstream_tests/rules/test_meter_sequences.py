@@ -8,6 +8,8 @@ fill takes, the day before's anchor included.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pyarrow as pa
 
@@ -20,6 +22,7 @@ from greenstream_dagster.rules.meter_sequences import (
     Survivors,
     Versions,
     meter_codes,
+    meter_groups,
 )
 
 MINUTE = 60_000_000
@@ -173,3 +176,50 @@ def test_meters_do_not_share_runs():
         60,
     )
     assert seq.filled.tolist() == [False, False, False]
+
+
+def test_meter_groups_cut_between_meters_and_count_within_the_group():
+    """Groups hold whole meters with all their versions (the losers of a duplicate too), and a
+    survivor's position counts within its group's versions."""
+    v = versions(
+        [
+            (0, 0, 1.0, "kW", 1, 1),
+            (0, 15, 1.0, "kW", 1, 2),
+            (1, 0, 2.0, "kW", 1, 3),
+            (1, 0, 2.5, "kW", 2, 1),  # wins over the line above: a later file
+            (1, 15, 2.0, "kW", 1, 4),
+            (2, 0, 3.0, "kW", 1, 5),
+            (2, 15, 3.0, "kW", 1, 6),
+            (2, 30, 3.0, "kW", 1, 7),
+        ]
+    )
+    s = Survivors.of(v, np.zeros(3, dtype=np.int64), np.zeros(3, dtype=bool))
+    groups = meter_groups(v, s, 2)
+    # the middle survivor (index 3 of 7) is meter 1's second: the cut moves back to meter 1
+    assert [g.rows for g in groups] == [slice(0, 2), slice(2, 7)]
+    assert [g.versions.code.tolist() for g in groups] == [[0, 0], [1, 1, 1, 2, 2, 2]]
+    assert [g.survivors.position.tolist() for g in groups] == [[0, 1], [0, 2, 3, 4, 5]]
+    second = groups[1]
+    assert second.versions.source_line[second.survivors.position].tolist() == [1, 4, 5, 6, 7]
+    assert second.survivors.t.tolist() == s.t[2:7].tolist()
+
+
+def test_meter_groups_never_split_a_meter_and_cover_the_day():
+    """However many groups are asked for, each meter is in one group, in order; one meter or
+    an empty day is one group."""
+    v = versions([(m, 15 * i, 1.0, "kW", 1, 10 * m + i) for m in range(4) for i in range(3)])
+    s = Survivors.of(v, np.zeros(4, dtype=np.int64), np.zeros(4, dtype=bool))
+    for asked in (1, 2, 3, 4, 12):
+        groups = meter_groups(v, s, asked)
+        codes = [g.survivors.code for g in groups]
+        assert np.concatenate(codes).tolist() == s.code.tolist()
+        assert len({int(c) for g in codes for c in set(g.tolist())}) == 4
+        assert all(set(a.tolist()).isdisjoint(b.tolist()) for a, b in itertools.pairwise(codes))
+        assert len(groups) == min(asked, 4)
+    one = versions([(0, 15 * i, 1.0, "kW", 1, i) for i in range(5)])
+    s_one = Survivors.of(one, np.zeros(1, dtype=np.int64), np.zeros(1, dtype=bool))
+    assert [g.rows for g in meter_groups(one, s_one, 2)] == [slice(0, 5)]
+    empty = versions([(0, 0, 1.0, "kW", 1, 1)])
+    empty = empty.rows(0, 0)
+    s_empty = Survivors.of(empty, np.zeros(1, dtype=np.int64), np.zeros(1, dtype=bool))
+    assert [g.rows for g in meter_groups(empty, s_empty, 2)] == [slice(0, 0)]

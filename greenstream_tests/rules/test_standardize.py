@@ -876,6 +876,30 @@ def test_runs_across_midnight(midnight_batch, request, before, rows, expected):
     assert midnight_batch.clean(case_id(request), D) == expected
 
 
+@pytest.mark.parametrize("groups", [1, 3, 100])
+def test_step_8_over_groups_of_meters_gives_the_same_rows(midnight_batch, monkeypatch, groups):
+    """Step 8 and the clean rows are worked out a group of meters at a time
+    (``meter_groups``): with one group, or more groups than meters, every case of midnight
+    ends exactly as with the default, rows in the same order."""
+    monkeypatch.setattr(standardize_module, "GROUP_THREADS", groups)
+    with ExitStack() as stack:
+        batch = new_batch(stack)
+        for case in MIDNIGHT_CASES:
+            before, rows = case.values[:2]
+            batch.add(
+                case.id, [("m1", f"2026-11-19T{t}:00Z", v, "kW") for t, v in before], D_BEFORE, "p"
+            )
+            batch.add(case.id, [("m1", f"2026-11-20T{t}:00Z", v, "kW") for t, v in rows], D)
+        standardize(batch.con, D_BEFORE)
+        standardize(batch.con, D)
+        for case in MIDNIGHT_CASES:
+            assert batch.clean(case.id, D) == midnight_batch.clean(case.id, D)
+        every_row = "SELECT * FROM standardized_readings ORDER BY rowid"
+        assert batch.con.execute(every_row).fetchall() == (
+            midnight_batch.con.execute(every_row).fetchall()
+        )
+
+
 def test_one_row_per_meter_and_timestamp(con):
     """Section 5: standardized_readings has "one row per (meter_id, reading_ts)", and a day's
     rows are that UTC day's intervals, whatever the day before filled in."""

@@ -79,28 +79,61 @@ def land_files(
     The order decides what it would one by one: each new file's arrival time (``arrival``, or
     now, for the first) is taken in order, one microsecond apart at least, so "latest arrival
     wins" keeps the order given; of the same bytes given twice the first lands and the second
-    is ``already_landed``. Sidecars are written in order once every file is read."""
+    is ``already_landed``. Sidecars are written in order once every file is read. A file that
+    cannot be landed (gone, unreadable) raises before any sidecar is written."""
+    return _land(paths, settings, workers, arrival, follow_symlinks, each=False)
+
+
+def land_each(
+    paths: list[Path], settings: Settings, *, workers: int = READERS, follow_symlinks: bool = True
+) -> list[Landed | Exception]:
+    """``land_files`` for files taken from landing/ by the sensor: a file that cannot be landed
+    (gone, unreadable, the disk full) gives its exception in its place, and the others land.
+    One bad file must not hold back a tick's batch, and landing a batch costs a sixth of landing
+    its files one by one (small files: 3 ms a file against 18 ms)."""
+    return _land(paths, settings, workers, None, follow_symlinks, each=True)
+
+
+def _land(paths, settings, workers, arrival, follow_symlinks, *, each: bool):
     zone = RawZone(settings.raw_dir)
-    shas = on_readers(
-        lambda path: zone.store(path, follow_symlinks=follow_symlinks), paths, workers
-    )
+
+    def store(path: Path) -> str | Exception:
+        try:
+            return zone.store(path, follow_symlinks=follow_symlinks)
+        except Exception as exc:
+            if not each:
+                raise
+            return exc
+
+    shas = on_readers(store, paths, workers)
     arrivals: dict[str, tuple[str, dt.datetime]] = {}  # new files: name, arrival
     last = None
     for path, sha in zip(paths, shas, strict=True):
-        if sha in arrivals or zone.is_landed(sha):
+        if isinstance(sha, Exception) or sha in arrivals or zone.is_landed(sha):
             continue
         now = arrival if last is None and arrival else dt.datetime.now(dt.UTC)
         last = max(now, last + dt.timedelta(microseconds=1)) if last else now
         arrivals[sha] = (path.name, last)
 
-    examined = _examined(zone, arrivals, settings, workers)
+    failed: dict[str, Exception] | None = {} if each else None
+    examined = _examined(zone, arrivals, settings, workers, failed)
     for sidecar in examined:
-        zone.write_sidecar(sidecar)
+        try:
+            zone.write_sidecar(sidecar)
+        except Exception as exc:
+            if failed is None:
+                raise
+            failed[sidecar.source_file] = exc
     new = {sidecar.source_file: sidecar for sidecar in examined}
-    landed = []
+    landed: list[Landed | Exception] = []
     for sha in shas:
-        sidecar = new.pop(sha, None)
-        landed.append(Landed(sidecar or zone.sidecar(sha), already_landed=sidecar is None))
+        if isinstance(sha, Exception):
+            landed.append(sha)
+        elif failed and sha in failed:
+            landed.append(failed[sha])
+        else:
+            sidecar = new.pop(sha, None)
+            landed.append(Landed(sidecar or zone.sidecar(sha), already_landed=sidecar is None))
     return landed
 
 
@@ -117,31 +150,40 @@ def _examined(
     arrivals: dict[str, tuple[str, dt.datetime]],
     settings: Settings,
     workers: int,
+    failed: dict[str, Exception] | None = None,
 ) -> list[Sidecar]:
     """The sidecars of stored files (``arrivals``: each one's name and arrival), in that order:
     each file read once on the readers, accepted with its days or rejected. The files are read
     and placed a window at a time (``PLACE_WINDOW_BYTES`` of files), all of a window in one
     query (``file_placements``): the tables of a month landed at once never sit in memory
-    together."""
+    together. With ``failed`` given, a file that cannot be read or placed is put there and gets
+    no sidecar; else its error is raised."""
 
-    def read(sha: str) -> pa.Table | RejectedFile:
+    def read(sha: str) -> pa.Table | RejectedFile | Exception:
         try:
             return read_meter_csv(zone.data_path(sha), settings.max_inflated_bytes).table
         except RejectedFile as rejected:
             return rejected
+        except Exception as exc:
+            if failed is None:
+                raise
+            return exc
 
     sizes = {sha: zone.data_path(sha).stat().st_size for sha in arrivals}
     sidecars = []
     for window in _windows(list(arrivals), sizes, PLACE_WINDOW_BYTES):
         tables = dict(zip(window, on_readers(read, window, workers), strict=True))
         readable = [sha for sha in window if isinstance(tables[sha], pa.Table)]
-        placed = file_placements([(tables[sha], arrivals[sha][1]) for sha in readable], settings)
-        placements = dict(zip(readable, placed, strict=True))
+        placements = _placed(readable, tables, arrivals, settings, failed)
         for sha in window:
             name, arrival = arrivals[sha]
-            if sha not in placements:
+            if isinstance(tables[sha], RejectedFile):
                 reason = tables[sha].reason
                 sidecars.append(Sidecar(sha, name, sizes[sha], arrival, REJECTED, reason=reason))
+                continue
+            if sha not in placements:  # could not be read, or placed (``_placed`` says why)
+                if isinstance(tables[sha], Exception):
+                    failed[sha] = tables[sha]
                 continue
             placement = placements[sha]
             landed_tables.keep(sha, tables[sha], placement.days)
@@ -158,6 +200,24 @@ def _examined(
                 )
             )
     return sidecars
+
+
+def _placed(readable, tables, arrivals, settings, failed) -> dict[str, Placement]:
+    """Each readable file's placement, a window's files in one query. With ``failed`` given,
+    a window whose query fails is placed a file at a time, so only the file at fault fails."""
+    try:
+        placed = file_placements([(tables[sha], arrivals[sha][1]) for sha in readable], settings)
+        return dict(zip(readable, placed, strict=True))
+    except Exception:
+        if failed is None:
+            raise
+    placements = {}
+    for sha in readable:
+        try:
+            [placements[sha]] = file_placements([(tables[sha], arrivals[sha][1])], settings)
+        except Exception as exc:
+            failed[sha] = exc
+    return placements
 
 
 # Files read and placed together, counted by their size on disk: a 50,000-meter day's 25 files

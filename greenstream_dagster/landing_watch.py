@@ -3,9 +3,9 @@
 - ``scan``: which files are complete. A file is complete when its size and modification time
   have not changed for the settle period, seen across two looks. Hidden and temporary names,
   directories and links are ignored; a file that vanishes between two looks is simply gone.
-- ``take_files``: lands the complete files in the raw zone, one at a time, within a time budget,
-  removes each from landing/ only if it did not change meanwhile, and says what became of each
-  (new, already landed, rejected, failed).
+- ``take_files``: lands the complete files in the raw zone, a batch at a time, within a time
+  budget, removes each from landing/ only if it did not change meanwhile, and says what became
+  of each (new, already landed, rejected, failed).
 - ``plan_runs``: the days to run for what was landed, with their run keys.
 
 The state between two looks (the sensor's cursor) holds only the files still in the folder, and
@@ -27,7 +27,7 @@ from stat import S_ISREG
 from typing import Any
 
 from .alerts import raise_alert
-from .landing import land_file
+from .landing import Landed, land_each
 from .settings import Settings
 from .storage.raw_zone import REJECTED
 
@@ -192,78 +192,113 @@ def take_files(
     expected: Mapping[str, Sequence[int]] | None = None,
     clock=time.monotonic,
 ) -> Intake:
-    """Land each file in the raw zone, then remove it from landing/; alert on rejected and
+    """Land the files in the raw zone, then remove each from landing/; alert on rejected and
     failed ones. ``expected`` is each file's [size, mtime_ns] when it was judged complete: a
     file that changed since is left to settle again, and one that changed while it was being
     copied is kept (what was read is landed, the new version is taken when it settles), so no
     byte written to landing/ is ever deleted unread.
 
-    Stops taking files once ``budget_seconds`` are used; the rest stay for the next look.
+    The files land a batch at a time (``land_each``: a file that fails fails alone), and no new
+    batch starts once ``budget_seconds`` are used; the rest stay for the next look.
     """
     intake = Intake()
     started = clock()
-    for path in paths:
+    for batch in _batches(list(paths)):
         if budget_seconds is not None and clock() - started > budget_seconds:
             intake.notes.append("tick time budget used; the other complete files wait")
             break
-        settled = list(expected[path.name]) if expected and path.name in expected else None
-        if settled is not None and _signature(path) not in (settled, None):
-            intake.notes.append(f"{path.name}: changed again; taken once it settles")
-            continue
-        try:
-            # not through a link: the name may have been swapped for one since it was looked at
-            landed = land_file(path, settings, remove_source=False, follow_symlinks=False)
-        except FileNotFoundError:
-            intake.taken.append(path)  # vanished while being taken: nothing to do
-            continue
-        except Exception as exc:  # unreadable, disk full...: keep the file, hold it, say so
-            intake.failed.append(path)
-            reason = f"{type(exc).__name__}: {exc}"
-            intake.notes.append(f"{path.name}: could not be landed ({reason}); left in landing/")
-            raise_alert(
-                settings,
-                "landing_failed",
-                f"file {path.name} could not be landed: {reason}. It stays in landing/ and is "
-                f"tried again when it changes or in {RETRY_FAILED_SECONDS / 3600:g} hour.",
-                {"file": path.name, "error": reason},
-                log=log,
-            )
-            continue
-        now_signature = _signature(path)
-        if settled is None or now_signature in (settled, None):
-            path.unlink(missing_ok=True)
-        else:
-            intake.notes.append(
-                f"{path.name}: changed while being landed; the bytes read are kept in the raw "
-                "zone and the file is taken again once it settles"
-            )
-        intake.taken.append(path)
-        sidecar = landed.sidecar
-        sha = sidecar.source_file
-        if landed.already_landed:
-            intake.already_landed += 1
-            was = f"rejected: {sidecar.reason}" if sidecar.status == REJECTED else "accepted"
-            intake.notes.append(
-                f"{path.name}: same bytes already landed as {sidecar.original_name} "
-                f"[{sha[:12]}] ({was}); nothing to run"
-            )
-        elif sidecar.status == REJECTED:
-            intake.rejected += 1
-            intake.notes.append(f"{path.name}: REJECTED [{sha[:12]}]: {sidecar.reason}")
-            raise_alert(
-                settings,
-                "file_rejected",
-                f"file {path.name} was rejected: {sidecar.reason}",
-                {"file": path.name, "source_file": sha, "reason": sidecar.reason},
-                log=log,
-            )
-        else:
-            days = ", ".join(map(str, sidecar.days)) or "none"
-            intake.notes.append(f"{path.name}: landed [{sha[:12]}], days {days}")
-            intake.names[sha] = path.name
-            for day in sidecar.days:
-                intake.days.setdefault(day, []).append(sha)
+        ready = []
+        for path in batch:
+            settled = list(expected[path.name]) if expected and path.name in expected else None
+            if settled is not None and _signature(path) not in (settled, None):
+                intake.notes.append(f"{path.name}: changed again; taken once it settles")
+            else:
+                ready.append((path, settled))
+        # not through a link: a name may have been swapped for one since it was looked at
+        outcomes = land_each([path for path, _ in ready], settings, follow_symlinks=False)
+        for (path, settled), outcome in zip(ready, outcomes, strict=True):
+            _take(intake, path, settled, outcome, settings, log)
     return intake
+
+
+# Files landed together by the sensor: at most this many, or this many bytes (a tick's time
+# budget is looked at between two batches).
+BATCH_FILES = 64
+BATCH_BYTES = 96 << 20
+
+
+def _batches(paths: list[Path]) -> list[list[Path]]:
+    batches: list[list[Path]] = []
+    held = 0
+    for path in paths:
+        size = (_signature(path) or [0])[0]
+        if not batches or len(batches[-1]) >= BATCH_FILES or held + size > BATCH_BYTES:
+            batches.append([])
+            held = 0
+        batches[-1].append(path)
+        held += size
+    return batches
+
+
+def _take(
+    intake: Intake,
+    path: Path,
+    settled: list[int] | None,
+    outcome: Landed | Exception,
+    settings: Settings,
+    log: Any,
+) -> None:
+    """Record what became of one file, and let it go from landing/ when it was landed."""
+    if isinstance(outcome, FileNotFoundError):
+        intake.taken.append(path)  # vanished while being taken: nothing to do
+        return
+    if isinstance(outcome, Exception):  # unreadable, disk full...: keep the file, hold it, say so
+        intake.failed.append(path)
+        reason = f"{type(outcome).__name__}: {outcome}"
+        intake.notes.append(f"{path.name}: could not be landed ({reason}); left in landing/")
+        raise_alert(
+            settings,
+            "landing_failed",
+            f"file {path.name} could not be landed: {reason}. It stays in landing/ and is "
+            f"tried again when it changes or in {RETRY_FAILED_SECONDS / 3600:g} hour.",
+            {"file": path.name, "error": reason},
+            log=log,
+        )
+        return
+    now_signature = _signature(path)
+    if settled is None or now_signature in (settled, None):
+        path.unlink(missing_ok=True)
+    else:
+        intake.notes.append(
+            f"{path.name}: changed while being landed; the bytes read are kept in the raw "
+            "zone and the file is taken again once it settles"
+        )
+    intake.taken.append(path)
+    sidecar = outcome.sidecar
+    sha = sidecar.source_file
+    if outcome.already_landed:
+        intake.already_landed += 1
+        was = f"rejected: {sidecar.reason}" if sidecar.status == REJECTED else "accepted"
+        intake.notes.append(
+            f"{path.name}: same bytes already landed as {sidecar.original_name} "
+            f"[{sha[:12]}] ({was}); nothing to run"
+        )
+    elif sidecar.status == REJECTED:
+        intake.rejected += 1
+        intake.notes.append(f"{path.name}: REJECTED [{sha[:12]}]: {sidecar.reason}")
+        raise_alert(
+            settings,
+            "file_rejected",
+            f"file {path.name} was rejected: {sidecar.reason}",
+            {"file": path.name, "source_file": sha, "reason": sidecar.reason},
+            log=log,
+        )
+    else:
+        days = ", ".join(map(str, sidecar.days)) or "none"
+        intake.notes.append(f"{path.name}: landed [{sha[:12]}], days {days}")
+        intake.names[sha] = path.name
+        for day in sidecar.days:
+            intake.days.setdefault(day, []).append(sha)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -148,3 +148,63 @@ def test_files_placed_together_are_placed_as_each_alone(tmp_path, monkeypatch, s
     expected = [case.values[1] for case in PLACED_TOGETHER]
     assert landing.file_placements(tables, Settings()) == expected
     assert [landing.file_placements([file], Settings())[0] for file in tables] == expected
+
+
+# --- land_each: what the sensor lands, one failure per file ------------------------------------
+
+
+def test_land_each_gives_a_failing_file_its_error_and_lands_the_others(settings, tmp_path):
+    """A file gone before it is read fails alone: the others land in the order given, and
+    ``land_files`` would have raised before writing any sidecar."""
+    a, b, c = _files(tmp_path)
+    gone = tmp_path / "gone.csv"
+    outcomes = landing.land_each([c, gone, a], settings)
+    assert isinstance(outcomes[1], FileNotFoundError)
+    assert [item.sidecar.original_name for item in (outcomes[0], outcomes[2])] == ["c.csv", "a.csv"]
+    assert outcomes[0].sidecar.arrival_time < outcomes[2].sidecar.arrival_time
+    assert len(RawZone(settings.raw_dir).sidecars()) == 2
+    other = settings.replace(home=tmp_path / "home_b")
+    with pytest.raises(FileNotFoundError):
+        land_files([b, gone], other)
+    assert not other.raw_dir.exists() or RawZone(other.raw_dir).sidecars() == []
+
+
+def test_land_each_keeps_a_file_whose_sidecar_failed_new(settings, tmp_path, monkeypatch):
+    """The disk full while one sidecar is written: that file fails, the others are landed, and
+    the file lands as new (its days to run) when it is tried again."""
+    a, b, c = _files(tmp_path)
+    real_write = RawZone.write_sidecar
+
+    def write_sidecar(self, sidecar):
+        if sidecar.original_name == "b.csv":
+            raise OSError(28, "No space left on device")
+        return real_write(self, sidecar)
+
+    monkeypatch.setattr(RawZone, "write_sidecar", write_sidecar)
+    outcomes = landing.land_each([a, b, c], settings)
+    assert isinstance(outcomes[1], OSError)
+    assert [o.sidecar.original_name for o in (outcomes[0], outcomes[2])] == ["a.csv", "c.csv"]
+    monkeypatch.setattr(RawZone, "write_sidecar", real_write)
+    [again] = landing.land_each([b], settings)
+    assert not again.already_landed and again.sidecar.days == [D21]
+
+
+def test_land_each_places_a_failing_window_a_file_at_a_time(settings, tmp_path, monkeypatch):
+    """A window whose placement query fails is placed again file by file: only the file at
+    fault fails, the others get the placement they get alone."""
+    a, b, c = _files(tmp_path)
+    real_placements = landing.file_placements
+    b_rows = read_meter_csv(b).table.num_rows
+
+    def file_placements(files, settings):
+        if any(table.num_rows == b_rows for table, _ in files):
+            raise RuntimeError("placement failed")
+        return real_placements(files, settings)
+
+    monkeypatch.setattr(landing, "file_placements", file_placements)
+    outcomes = landing.land_each([a, b, c], settings)
+    assert isinstance(outcomes[1], RuntimeError)
+    assert [(o.sidecar.status, o.sidecar.days) for o in (outcomes[0], outcomes[2])] == [
+        (ACCEPTED, [D20]),
+        (ACCEPTED, [D21]),
+    ]

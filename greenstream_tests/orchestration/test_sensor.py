@@ -418,21 +418,69 @@ def test_a_day_being_computed_counts_as_processed(quick, instance):
     assert [r.partition_key for r in result.run_requests] == ["2026-11-20", "2026-11-21"]
 
 
+def refuse_to_store(monkeypatch, name: str) -> None:
+    """The raw zone cannot read the landing file ``name`` (the others land as usual)."""
+    real_store = RawZone.store
+
+    def store(self, src, *args, **kwargs):
+        if Path(src).name == name:
+            raise PermissionError(13, "Permission denied", str(src))
+        return real_store(self, src, *args, **kwargs)
+
+    monkeypatch.setattr(RawZone, "store", store)
+
+
 def test_a_file_that_cannot_be_landed_is_alerted_once_and_left_in_place(
     quick, instance, monkeypatch
 ):
     path = meter_file(quick.landing_dir, "locked.csv", "2026-11-20 00:00", 4)
-
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(path))
-
-    monkeypatch.setattr(landing_watch, "land_file", refuse)
+    refuse_to_store(monkeypatch, "locked.csv")
     results = Ticker(quick, instance).ticks(4)
     assert all(r.run_requests == [] for r in results)
     assert "locked.csv: could not be landed (PermissionError" in skip_message(results[1])
     assert "1 held after a failed landing" in skip_message(results[3])
     assert [a["kind"] for a in alerts(quick)] == ["landing_failed"]
     assert path.exists()
+
+
+def test_a_file_that_cannot_be_landed_holds_back_no_other_file_of_its_batch(settings, monkeypatch):
+    """Files land a batch at a time: the one that fails is left in place and alerted once, and
+    the others of the batch land, leave landing/ and run their days."""
+    before = meter_file(settings.landing_dir, "before.csv", "2026-11-19 00:00", 4)
+    locked = meter_file(settings.landing_dir, "locked.csv", "2026-11-20 00:00", 4)
+    after = meter_file(settings.landing_dir, "after.csv", "2026-11-21 00:00", 4)
+    refuse_to_store(monkeypatch, "locked.csv")
+    intake = take_files([before, locked, after], settings)
+    assert intake.taken == [before, after] and intake.failed == [locked]
+    assert sorted(intake.days) == [dt.date(2026, 11, 19), dt.date(2026, 11, 21)]
+    assert "locked.csv: could not be landed (PermissionError" in intake.notes[1]
+    assert [a["kind"] for a in alerts(settings)] == ["landing_failed"]
+    assert locked.exists() and not before.exists() and not after.exists()
+    assert len(RawZone(settings.raw_dir).sidecars()) == 2
+
+
+def test_files_land_in_batches_and_the_budget_is_looked_at_between_them(settings, monkeypatch):
+    """A tick's files land ``BATCH_FILES`` at a time; once the time budget is used no new batch
+    starts, and the files left wait in landing/ for the next tick."""
+    monkeypatch.setattr(landing_watch, "BATCH_FILES", 2)
+    paths = [
+        meter_file(settings.landing_dir, f"f{i}.csv", "2026-11-20 00:00", 4, meter=f"M{i}")
+        for i in range(5)
+    ]
+    batches = []
+    real_land_each = landing_watch.land_each
+
+    def land_each(batch, *args, **kwargs):
+        batches.append([path.name for path in batch])
+        return real_land_each(batch, *args, **kwargs)
+
+    monkeypatch.setattr(landing_watch, "land_each", land_each)
+    clock = iter([0.0, 0.0, 5.0, 20.0])  # the start, then before each batch
+    intake = take_files(paths, settings, budget_seconds=10, clock=lambda: next(clock))
+    assert batches == [["f0.csv", "f1.csv"], ["f2.csv", "f3.csv"]]
+    assert intake.taken == paths[:4]
+    assert intake.notes[-1] == "tick time budget used; the other complete files wait"
+    assert paths[4].exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,15 +541,16 @@ def test_a_file_written_to_while_being_landed_is_kept(settings, monkeypatch):
     path = meter_file(settings.landing_dir, "day.csv", "2026-11-20 00:00", 4)
     first = scan(settings.landing_dir, None, 1000.0, SETTLE, 50)
     found = scan(settings.landing_dir, first.cursor(), 1000.0 + SETTLE, SETTLE, 50)
-    real_land_file = landing_watch.land_file
+    real_land_each = landing_watch.land_each
 
-    def land_then_append(source, *args, **kwargs):
-        landed = real_land_file(source, *args, **kwargs)
-        with open(source, "a") as out:
-            out.write("M1,2026-11-20T01:00:00Z,1.0,kW\n")
+    def land_then_append(sources, *args, **kwargs):
+        landed = real_land_each(sources, *args, **kwargs)
+        for source in sources:
+            with open(source, "a") as out:
+                out.write("M1,2026-11-20T01:00:00Z,1.0,kW\n")
         return landed
 
-    monkeypatch.setattr(landing_watch, "land_file", land_then_append)
+    monkeypatch.setattr(landing_watch, "land_each", land_then_append)
     intake = take_files(found.ready, settings, expected=found.signatures())
     assert "changed while being landed" in intake.notes[0]
     assert path.exists() and path.read_text().count("\n") == 6  # header, 4 readings, 1 more

@@ -3,7 +3,10 @@ their tables come back to be kept, the command then reads no file again, and a f
 is a clear error, not a crash."""
 
 import datetime as dt
+import gzip
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +120,69 @@ def test_a_table_the_child_cannot_write_is_read_again_not_lost(settings, tmp_pat
     assert [item.sidecar.status for item in landed] == [ACCEPTED, ACCEPTED]  # ...all landed
     outcome = process_files(files, settings)  # already landed: read from the raw zone
     assert [(d.day, d.summary["raw"]) for d in outcome.days] == [(D20, 2), (D21, 2)]
+
+
+def _unusual_files(folder: Path) -> list[Path]:
+    """Files that take the reader's rarer paths: gzip, an extra column with quoted text (its
+    JSON), a malformed row, a semicolon file with a BOM."""
+    zipped = folder / "zipped.csv.gz"
+    zipped.write_bytes(
+        gzip.compress(
+            b"meter_id,timestamp,energy_value,energy_unit\nz1,2026-11-20T00:00:00Z,1,kW\n"
+        )
+    )
+    extra = folder / "extra.csv"
+    extra.write_text(
+        "meter_id,timestamp,energy_value,energy_unit,note\n"
+        'x1,2026-11-20T00:15:00Z,2,kW,"said ""hi"", then left"\n'
+        "x1,2026-11-20T00:30:00Z,3,kW\n",  # a field short: malformed
+        encoding="utf-8",
+    )
+    semicolons = folder / "semicolons.csv"
+    semicolons.write_bytes(
+        "\ufeffmeter_id;timestamp;energy_value;energy_unit\r\n"
+        "s1;2026-11-21 00:00:00;4;W\r\n".encode()
+    )
+    return [zipped, extra, semicolons]
+
+
+def test_the_child_lands_unusual_files_as_this_process_does(settings, tmp_path):
+    """The child refuses to import pandas (pyarrow would, for nothing): every kind of file
+    still lands as it lands here, with the same tables."""
+    files = _unusual_files(tmp_path)
+    here = settings.replace(home=tmp_path / "here")
+    with landed_tables.keeping():
+        expected = landing.land_files(files, here)
+        expected_tables = {
+            i.sidecar.source_file: landed_tables.take(i.sidecar.source_file, D21) for i in expected
+        }
+    with landed_tables.keeping():
+        landed = LandingInChild(files, settings).result()
+        tables = {
+            i.sidecar.source_file: landed_tables.take(i.sidecar.source_file, D21) for i in landed
+        }
+
+    def recorded(item):
+        s = item.sidecar
+        return (s.source_file, s.status, s.days, s.first_day, s.reason)
+
+    assert [recorded(i) for i in landed] == [recorded(i) for i in expected]
+    assert [i.sidecar.status for i in landed] == [ACCEPTED] * 3
+    assert all(tables[sha].equals(expected_tables[sha]) for sha in tables)
+    assert tables.keys() == expected_tables.keys() and len(tables) == 3
+
+
+def test_pyarrow_goes_on_without_pandas_in_the_child():
+    """What the child's import hook relies on: refused pandas, pyarrow converts without it."""
+    code = (
+        "import sys\n"
+        "from greenstream_dagster.landing_child import _WithoutPandas\n"
+        "sys.meta_path.insert(0, _WithoutPandas())\n"
+        "import numpy as np, pyarrow as pa\n"
+        "assert pa.array(np.arange(3)).to_pylist() == [0, 1, 2]\n"
+        "assert pa.table({'a': [1, None]}).num_rows == 2\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

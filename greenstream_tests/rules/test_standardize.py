@@ -876,12 +876,16 @@ def test_runs_across_midnight(midnight_batch, request, before, rows, expected):
     assert midnight_batch.clean(case_id(request), D) == expected
 
 
-@pytest.mark.parametrize("groups", [1, 3, 100])
-def test_step_8_over_groups_of_meters_gives_the_same_rows(midnight_batch, monkeypatch, groups):
+@pytest.mark.parametrize(("readings", "threads"), [(1, 2), (7, 3), (10**9, 1)])
+def test_step_8_over_groups_of_meters_gives_the_same_rows(
+    midnight_batch, monkeypatch, readings, threads
+):
     """Step 8 and the clean rows are worked out a group of meters at a time
-    (``meter_groups``): with one group, or more groups than meters, every case of midnight
-    ends exactly as with the default, rows in the same order."""
-    monkeypatch.setattr(standardize_module, "GROUP_THREADS", groups)
+    (``meter_groups``): with a group per meter, a few meters a group or one group, on one
+    thread or more, every case of midnight ends exactly as with the default, rows in the
+    same order."""
+    monkeypatch.setattr(standardize_module, "STEP_8_GROUP_READINGS", readings)
+    monkeypatch.setattr(standardize_module, "GROUP_THREADS", threads)
     with ExitStack() as stack:
         batch = new_batch(stack)
         for case in MIDNIGHT_CASES:

@@ -111,14 +111,16 @@ def validate_day(
 def _doubled_keys(con, table: str, unique: list[str], day: dt.date) -> pd.DataFrame:
     """The first keys of the day that more than one row holds, with how many."""
     keys = ", ".join(unique)
-    return con.sql(
+    doubled = con.sql(
         f"""SELECT {keys}, count(*) AS times FROM {table}
             WHERE partition_date = $day AND hash({keys}) IN (
                 SELECT hash({keys}) FROM {table} WHERE partition_date = $day
                 GROUP BY ALL HAVING count(*) > 1)
             GROUP BY ALL HAVING count(*) > 1 ORDER BY ALL LIMIT {FAILURE_SAMPLE}""",
         params={"day": day},
-    ).df()
+    )
+    # through Arrow: DuckDB's own .df() calls a pandas API that pandas 3.1 deprecates
+    return doubled.to_arrow_table().to_pandas()
 
 
 def warm() -> None:

@@ -189,8 +189,8 @@ class MeterGroup:
 
 def meter_groups(versions: Versions, survivors: Survivors, groups: int) -> list[MeterGroup]:
     """The day cut into up to ``groups`` groups of whole meters, about equal in readings. Every
-    step after step 4 looks at one meter at a time, so each group can be worked on apart (numpy
-    lets go of the GIL in its array work: two groups keep both cores busy)."""
+    step after step 4 looks at one meter at a time, so the groups can be worked on apart, on
+    threads of their own (numpy lets go of the GIL in its array work)."""
     size = len(survivors.t)
     if size == 0:
         return [MeterGroup(versions, survivors, slice(0, 0))]

@@ -157,7 +157,8 @@ def standardize_day(
     rejected = (versions.range_reason[position] != IN_RANGE) | outliers
 
     # The quarantine is complete once the z-scores are known. Its SQL runs on a cursor of its
-    # own while step 8 goes on: the array work below holds one core, and the other was idle.
+    # own while step 8 goes on, so that neither waits on the other's single-threaded parts
+    # (step 8 alone once held one core while the other was idle).
     rejected_table = rejected_rows(versions, survivors, figures, ids)
     # The day's files, read once: the quarantine's cursor needs them, and the clean rows name
     # each file by its hash (``file_no`` numbers them from 1, in this order).

@@ -854,19 +854,24 @@ MIDNIGHT_CASES = [
 ]
 
 
+def standardized_midnight_cases(stack: ExitStack) -> Batch:
+    """Every midnight case in one warehouse, the day before and D standardized."""
+    batch = new_batch(stack)
+    for case in MIDNIGHT_CASES:
+        before, rows = case.values[:2]
+        batch.add(
+            case.id, [("m1", f"2026-11-19T{t}:00Z", v, "kW") for t, v in before], D_BEFORE, "p"
+        )
+        batch.add(case.id, [("m1", f"2026-11-20T{t}:00Z", v, "kW") for t, v in rows], D)
+    standardize(batch.con, D_BEFORE)
+    standardize(batch.con, D)
+    return batch
+
+
 @pytest.fixture(scope="module")
 def midnight_batch():
     with ExitStack() as stack:
-        batch = new_batch(stack)
-        for case in MIDNIGHT_CASES:
-            before, rows = case.values[:2]
-            batch.add(
-                case.id, [("m1", f"2026-11-19T{t}:00Z", v, "kW") for t, v in before], D_BEFORE, "p"
-            )
-            batch.add(case.id, [("m1", f"2026-11-20T{t}:00Z", v, "kW") for t, v in rows], D)
-        standardize(batch.con, D_BEFORE)
-        standardize(batch.con, D)
-        yield batch
+        yield standardized_midnight_cases(stack)
 
 
 @pytest.mark.parametrize(("before", "rows", "expected"), MIDNIGHT_CASES)
@@ -887,15 +892,7 @@ def test_step_8_over_groups_of_meters_gives_the_same_rows(
     monkeypatch.setattr(standardize_module, "STEP_8_GROUP_READINGS", readings)
     monkeypatch.setattr(standardize_module, "GROUP_THREADS", threads)
     with ExitStack() as stack:
-        batch = new_batch(stack)
-        for case in MIDNIGHT_CASES:
-            before, rows = case.values[:2]
-            batch.add(
-                case.id, [("m1", f"2026-11-19T{t}:00Z", v, "kW") for t, v in before], D_BEFORE, "p"
-            )
-            batch.add(case.id, [("m1", f"2026-11-20T{t}:00Z", v, "kW") for t, v in rows], D)
-        standardize(batch.con, D_BEFORE)
-        standardize(batch.con, D)
+        batch = standardized_midnight_cases(stack)
         for case in MIDNIGHT_CASES:
             assert batch.clean(case.id, D) == midnight_batch.clean(case.id, D)
         every_row = "SELECT * FROM standardized_readings ORDER BY rowid"

@@ -7,8 +7,8 @@ a step's own Arrow table is checked without reading the day back (for the clean 
 
 Imported only when a day is validated: pandas, Pandera and Polars take 0.6 s of a core to
 import, which every ``greenstream process`` and every run's process paid before its first step.
-``warm_in_background`` (in ``orchestration/checks``) imports and warms them on a thread while
-the process waits on other work.
+``handover.warm_validation`` (in ``orchestration``) imports and warms them on a thread while
+the raw rows' step waits on its DuckDB insert.
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@
 - Quality rates warn above their thresholds; the archive is compared with the warehouse.
 
 Each check is a plain function of (connection, settings, day, run id) returning its result (the
-run id finds what that run's steps handed over); checks that
-can run at the same point of a day's run share one step (``check_group``), and those of the
-day's last assets (fault flags, peaks, archive) share one at its end.
+run id finds what that run's steps handed over); checks that can run at the same point of a
+day's run share one step (``check_group``), and those of the day's last assets (fault flags,
+peaks, archive) share one at its end.
 """
 
 import datetime as dt

@@ -176,6 +176,20 @@ def _day_summary(con: duckdb.DuckDBPyConnection, day: dt.date) -> dict[str, obje
     }
 
 
+# DuckDB keeps every block a connection read cached until its database closes. The summaries
+# read a few columns of each of the run's days: over a 91-day run that was 1.0 GB, on top of
+# what the run had left the process holding (3.0 GB in all, against 2.1 GB in any day's work).
+# With this limit DuckDB drops blocks it is done with; the summaries' own work needs little.
+SUMMARY_MEMORY_LIMIT = "128MB"
+
+
+def summaries(settings: Settings, days: list[dt.date]) -> dict[dt.date, dict[str, object]]:
+    """Each day's summary as the warehouse holds it, on one connection for all the days."""
+    with _warehouse(settings) as con:
+        con.execute("SET memory_limit = ?", [SUMMARY_MEMORY_LIMIT])
+        return {day: _day_summary(con, day) for day in days}
+
+
 def consecutive(days: list[dt.date]) -> list[list[dt.date]]:
     """Sorted days cut into runs of consecutive days."""
     groups: list[list[dt.date]] = []

@@ -8,7 +8,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from greenstream_dagster import validation
+from greenstream_dagster import process, validation
 from greenstream_dagster.landing import land_file
 from greenstream_dagster.orchestration.assets import (
     ASSETS,
@@ -19,7 +19,7 @@ from greenstream_dagster.orchestration.assets import (
 )
 from greenstream_dagster.orchestration.checks import CHECKS, SCHEMA_TABLES
 from greenstream_dagster.orchestration.resources import resources_for
-from greenstream_dagster.process import consecutive, run_days
+from greenstream_dagster.process import consecutive, run_days, summaries
 from greenstream_dagster.settings import Settings
 from greenstream_dagster.storage import archive
 from greenstream_tests.support import series, write_csv
@@ -296,6 +296,30 @@ def test_process_reports_each_day_of_its_run(tmp_path, settings, monkeypatch):
     ]
     assert all(o.failed_steps == ["clean_checks"] for o in outcomes)
     assert [o.summary["clean"] for o in outcomes] == [192, 192, 192]
+
+
+def test_the_summaries_read_each_day_under_their_own_memory_limit(processed, monkeypatch):
+    """The command's summary of each day, read from the warehouse on a connection whose
+    memory limit makes DuckDB drop what it read: with the pipeline's limit, the summaries of
+    a 91-day run held 1.0 GB of cached blocks."""
+    limits = []
+
+    def summary_seeing_the_limit(con, day):
+        [(limit,)] = con.execute("SELECT current_setting('memory_limit')").fetchall()
+        limits.append(limit)
+        return day_summary(con, day)
+
+    day_summary = process._day_summary
+    monkeypatch.setattr(process, "_day_summary", summary_seeing_the_limit)
+    days = [dt.date.fromisoformat(d) for d in DAYS]
+    settings, _, _ = processed
+    got = summaries(settings, days)
+    assert limits == ["122.0 MiB"] * 3  # 128 MB
+    assert list(got) == days
+    assert [
+        (s["raw"], s["clean"], s["measured"], s["filled"], s["quarantined"]) for s in got.values()
+    ] == [(192, 192, 191, 1, 1)] * 3
+    assert [s["faulty_ids"] for s in got.values()] == [[], ["M2"], ["M2"]]
 
 
 def test_consecutive_days_make_one_run():

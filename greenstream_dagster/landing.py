@@ -96,12 +96,14 @@ def land_each(
 
 def _land(paths, settings, workers, arrival, follow_symlinks, *, each: bool):
     zone = RawZone(settings.raw_dir)
+    # Each file that failed, when they fail one by one (``land_each``); None: the first raises.
+    failed: dict[str, Exception] | None = {} if each else None
 
     def store(path: Path) -> str | Exception:
         try:
             return zone.store(path, follow_symlinks=follow_symlinks)
         except Exception as exc:
-            if not each:
+            if failed is None:
                 raise
             return exc
 
@@ -115,7 +117,6 @@ def _land(paths, settings, workers, arrival, follow_symlinks, *, each: bool):
         last = max(now, last + dt.timedelta(microseconds=1)) if last else now
         arrivals[sha] = (path.name, last)
 
-    failed: dict[str, Exception] | None = {} if each else None
     examined = _examined(zone, arrivals, settings, workers, failed)
     for sidecar in examined:
         try:

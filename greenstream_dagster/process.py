@@ -242,13 +242,11 @@ def run_days(days: list[dt.date], settings: Settings, instance: dg.DagsterInstan
                 {"partition": day.isoformat(), "run_id": result.run_id},
             )
     try:
-        with _warehouse(settings) as con:  # opened once for the run's days
-            for day, outcome in outcomes.items():
-                outcome.summary = _day_summary(con, day)
+        for day, summary in summaries(settings, days).items():
+            outcomes[day].summary = summary
     except WarehouseUnavailable as exc:
         for outcome in outcomes.values():
-            if not outcome.summary:
-                outcome.warnings.append(f"no summary: {exc}")
+            outcome.warnings.append(f"no summary: {exc}")
     return list(outcomes.values())
 
 

@@ -19,7 +19,7 @@ from greenstream_dagster.orchestration.assets import (
 )
 from greenstream_dagster.orchestration.checks import CHECKS, SCHEMA_TABLES
 from greenstream_dagster.orchestration.resources import resources_for
-from greenstream_dagster.process import consecutive, run_days, summaries
+from greenstream_dagster.process import consecutive, run_days
 from greenstream_dagster.settings import Settings
 from greenstream_dagster.storage import archive
 from greenstream_tests.support import series, write_csv
@@ -312,14 +312,31 @@ def test_the_summaries_read_each_day_under_their_own_memory_limit(processed, mon
     day_summary = process._day_summary
     monkeypatch.setattr(process, "_day_summary", summary_seeing_the_limit)
     days = [dt.date.fromisoformat(d) for d in DAYS]
-    settings, _, _ = processed
-    got = summaries(settings, days)
+    settings, instance, _ = processed
+    outcomes = run_days(days, settings, instance)  # the days again, as the command runs them
     assert limits == ["122.0 MiB"] * 3  # 128 MB
-    assert list(got) == days
+    assert [o.day for o in outcomes] == days
     assert [
-        (s["raw"], s["clean"], s["measured"], s["filled"], s["quarantined"]) for s in got.values()
+        (s["raw"], s["clean"], s["measured"], s["filled"], s["quarantined"])
+        for s in (o.summary for o in outcomes)
     ] == [(192, 192, 191, 1, 1)] * 3
-    assert [s["faulty_ids"] for s in got.values()] == [[], ["M2"], ["M2"]]
+    assert [o.summary["faulty_ids"] for o in outcomes] == [[], ["M2"], ["M2"]]
+
+
+def test_a_run_whose_summaries_cannot_be_read_warns_on_each_day(tmp_path, settings, monkeypatch):
+    """The runs succeeded; only their summaries are missing, and every day says why."""
+
+    def locked(settings, days):
+        raise process.WarehouseUnavailable("the warehouse is locked")
+
+    monkeypatch.setattr(process, "summaries", locked)
+    for day in DAYS[:2]:
+        land_file(day_file(tmp_path, day), settings)
+    days = [dt.date.fromisoformat(d) for d in DAYS[:2]]
+    outcomes = run_days(days, settings, dg.DagsterInstance.ephemeral())
+    assert [(o.day, o.success, o.summary, o.warnings) for o in outcomes] == [
+        (day, True, {}, ["no summary: the warehouse is locked"]) for day in days
+    ]
 
 
 def test_consecutive_days_make_one_run():

@@ -177,9 +177,10 @@ def _day_summary(con: duckdb.DuckDBPyConnection, day: dt.date) -> dict[str, obje
 
 
 # DuckDB keeps every block a connection read cached until its database closes. The summaries
-# read a few columns of each of the run's days: over a 91-day run that was 1.0 GB, on top of
-# what the run had left the process holding (3.0 GB in all, against 2.1 GB in any day's work).
-# With this limit DuckDB drops blocks it is done with; the summaries' own work needs little.
+# read a few columns of each of the run's days: over a 91-day run that was 1.0 GB of cached
+# blocks (the summaries alone peaked at 1.21 GB, 0.32 GB with this limit), on top of what the
+# run had left the process holding. With this limit DuckDB drops blocks it is done with; the
+# summaries' own work needs little.
 SUMMARY_MEMORY_LIMIT = "128MB"
 
 

@@ -3,7 +3,8 @@
 The rows are validated in batches, so a 50,000-meter day never sits in memory as one frame,
 either as DuckDB hands them over or as the step that wrote them still holds them (``held``):
 a step's own Arrow table is checked without reading the day back (for the clean rows of a
-50,000-meter day 0.63 to 0.76 s, against 0.81 to 0.99 s read back).
+50,000-meter day 0.63 to 0.76 s, against 0.81 to 0.99 s read back), and its dictionary columns
+once per distinct value (then 0.26 to 0.29 s, against 0.55 to 0.68 s the same hour).
 
 Imported only when a day is validated: pandas, Pandera and Polars take 0.6 s of a core to
 import, which every ``greenstream process`` and every run's process paid before its first step.
@@ -20,6 +21,7 @@ import pandas as pd
 import pandera.polars as pa
 import polars as pl
 import pyarrow as pa_arrow
+import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 
 from .rules import unique_keys
@@ -57,9 +59,9 @@ def validate_day(
     held: pa_arrow.Table | None = None,
 ) -> tuple[int, pd.DataFrame | None]:
     """Validate the day's rows of ``table`` in batches: read from the warehouse, or ``held``,
-    the same rows as the step that stored them holds them (its dictionary-encoded strings are
-    checked as the text the warehouse stores). Uniqueness spans the batches: each batch leaves
-    only the runs its keys come in (``unique_keys``), a few per meter or file.
+    the same rows as the step that stored them holds them (its dictionary-encoded strings give
+    the failure cases of the text the warehouse stores). Uniqueness spans the batches: each
+    batch leaves only the runs its keys come in (``unique_keys``), a few per meter or file.
 
     Returns (rows checked, failure cases or None).
     """
@@ -80,14 +82,27 @@ def validate_day(
         ).to_arrow_reader(BATCH_ROWS)
     else:
         batches = held.select(wanted).to_batches(BATCH_ROWS)
+    coded = [] if held is None else _judged_by_value(schema, held)
+    by_value = per_batch.remove_columns(coded) if coded else per_batch
     for batch in _regrouped(batches, BATCH_ROWS):
-        # Arrow's buffers, not a copy; a dictionary column (the step's own table) becomes text.
-        frame = pl.from_arrow(batch).with_columns(pl.col(pl.Categorical).cast(pl.String))
+        # Arrow's buffers, not a copy. A dictionary column (the step's own table) stays coded
+        # when its distinct values pass; otherwise it becomes text, and every row is judged.
+        frame = pl.from_arrow(batch)
         rows += len(frame)
+        if coded and _values_pass(schema, batch, coded):
+            against = by_value
+            frame = frame.with_columns(pl.col(pl.Categorical).exclude(coded).cast(pl.String))
+        else:
+            against = per_batch
+            frame = frame.with_columns(pl.col(pl.Categorical).cast(pl.String))
         if unique:
-            runs.append(unique_keys.key_runs(frame, unique))
+            runs.append(
+                unique_keys.key_runs(frame, unique).with_columns(
+                    pl.col(pl.Categorical).cast(pl.String)
+                )
+            )
         try:
-            per_batch.validate(frame, lazy=True)
+            against.validate(frame, lazy=True)
         except SchemaErrors as errors:
             failures.append(errors.failure_cases.to_pandas())
     # Only runs that may share a key (a doubled key, or a null in one) ask DuckDB for the keys
@@ -106,6 +121,41 @@ def validate_day(
                 )
             )
     return rows, (pd.concat(failures, ignore_index=True) if failures else None)
+
+
+def _judged_by_value(schema: pa.DataFrameSchema, held: pa_arrow.Table) -> list[str]:
+    """The schema's columns that ``held`` has dictionary-encoded and that can be judged once
+    per distinct value: a column check judges each value on its own (``rules.schemas``), a
+    column declared unique cannot be."""
+    return [
+        name
+        for name, column in schema.columns.items()
+        if name in held.column_names
+        and pa_arrow.types.is_dictionary(held.schema.field(name).type)
+        and not column.unique
+    ]
+
+
+def _values_pass(schema: pa.DataFrameSchema, batch: pa_arrow.Table, coded: list[str]) -> bool:
+    """Whether every distinct value the batch's rows hold in each ``coded`` column passes the
+    column's dtype and checks, none of them null. A day's 4.7 million clean rows hold 50,000
+    meter ids and 3 qualities: judging those took 0.3 s as 4.7 million strings. When a value
+    fails, the caller judges every row, so the failure cases name rows as a read back does."""
+    for name in coded:
+        values = pa_arrow.chunked_array(
+            [chunk.dictionary.take(pc.unique(chunk.indices)) for chunk in batch[name].chunks],
+            batch.schema.field(name).type.value_type,
+        )
+        if values.null_count:
+            return False
+        column = schema.columns[name]
+        try:
+            pa.DataFrameSchema({name: column}).validate(
+                pl.from_arrow(pa_arrow.table({name: values})), lazy=True
+            )
+        except SchemaErrors:
+            return False
+    return True
 
 
 def _doubled_keys(con, table: str, unique: list[str], day: dt.date) -> pd.DataFrame:

@@ -96,6 +96,69 @@ def test_the_held_rows_validate_as_the_stored_rows(con, monkeypatch, strict):
             pd.testing.assert_frame_equal(from_step[1], read_back[1])
 
 
+def _recoded(table: pa.Table, column: str, values=None, null_row: int | None = None):
+    """``table`` with ``column``'s dictionary values changed by ``values`` (old -> new), or
+    the index of row ``null_row`` made null."""
+    coded = table[column].combine_chunks()
+    indices = coded.indices.to_pylist()
+    if null_row is not None:
+        indices[null_row] = None
+    dictionary = [(values or {}).get(v, v) for v in coded.dictionary.to_pylist()]
+    array = pa.DictionaryArray.from_arrays(
+        pa.array(indices, coded.indices.type), pa.array(dictionary, pa.string())
+    )
+    return table.set_column(table.schema.get_field_index(column), column, array)
+
+
+def _decoded(table: pa.Table) -> pa.Table:
+    return pa.table(
+        {
+            name: column.cast(column.type.value_type)
+            if pa.types.is_dictionary(column.type)
+            else column
+            for name, column in zip(table.column_names, table.columns, strict=True)
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "column, change, expected",
+    [
+        ("meter_id", {"values": {"M1": " M1"}}, {("meter_id", "meter_id is not trimmed"): 9}),
+        ("meter_id", {"values": {"M2": "  "}}, {("meter_id", "meter_id is empty"): 1}),
+        ("meter_id", {"null_row": 5}, {("meter_id", "not_nullable"): 1}),
+        (
+            "quality",
+            {"values": {"filled": "Filled"}},
+            {("quality", "isin(('measured', 'filled', 'missing'))"): 1},
+        ),
+        ("quality", {"null_row": 0}, {("quality", "not_nullable"): 1}),
+        # a dictionary value no row holds is not judged, as it is not stored
+        ("meter_id", {"values": {"M1": "M1"}}, {}),
+    ],
+)
+def test_a_held_dictionary_column_is_judged_as_its_text(con, monkeypatch, column, change, expected):
+    """The step's dictionary columns are judged once per distinct value; when one fails, every
+    row is, so the failure cases are those of the same rows as text (batches of 4 rows: the
+    failing rows are in one batch or in several)."""
+    monkeypatch.setattr(validation, "BATCH_ROWS", 4)
+    settings = Settings()
+    clean = _staged_day(con, settings)["standardized_readings"]
+    coded = _recoded(clean, column, **change)
+    schema = schemas(settings)["standardized_readings"]
+    by_value = validation.validate_day(con, "standardized_readings", schema, DAY, held=coded)
+    as_text = validation.validate_day(
+        con, "standardized_readings", schema, DAY, held=_decoded(coded)
+    )
+    assert by_value[0] == as_text[0] == 10
+    if not expected:
+        assert by_value[1] is None and as_text[1] is None
+        return
+    pd.testing.assert_frame_equal(by_value[1], as_text[1])
+    found = by_value[1].groupby(["column", "check"]).size().to_dict()
+    assert {key: found.get(key, 0) for key in expected} == expected
+
+
 def test_a_doubled_key_in_the_held_rows_is_named(con, monkeypatch):
     """Uniqueness over the held rows: their runs overlap, and the keys are named from the
     warehouse, which holds the same rows."""

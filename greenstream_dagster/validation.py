@@ -84,12 +84,13 @@ def validate_day(
         batches = held.select(wanted).to_batches(BATCH_ROWS)
     coded = [] if held is None else _judged_by_value(schema, held)
     by_value = per_batch.remove_columns(coded) if coded else per_batch
+    values_schemas = {name: pa.DataFrameSchema({name: schema.columns[name]}) for name in coded}
     for batch in _regrouped(batches, BATCH_ROWS):
         # Arrow's buffers, not a copy. A dictionary column (the step's own table) stays coded
         # when its distinct values pass; otherwise it becomes text, and every row is judged.
         frame = pl.from_arrow(batch)
         rows += len(frame)
-        if coded and _values_pass(schema, batch, coded):
+        if coded and _values_pass(values_schemas, batch):
             against = by_value
             frame = frame.with_columns(pl.col(pl.Categorical).exclude(coded).cast(pl.String))
         else:
@@ -136,23 +137,21 @@ def _judged_by_value(schema: pa.DataFrameSchema, held: pa_arrow.Table) -> list[s
     ]
 
 
-def _values_pass(schema: pa.DataFrameSchema, batch: pa_arrow.Table, coded: list[str]) -> bool:
-    """Whether every distinct value the batch's rows hold in each ``coded`` column passes the
-    column's dtype and checks, none of them null. A day's 4.7 million clean rows hold 50,000
-    meter ids and 3 qualities: judging those took 0.3 s as 4.7 million strings. When a value
-    fails, the caller judges every row, so the failure cases name rows as a read back does."""
-    for name in coded:
+def _values_pass(values_schemas: dict[str, pa.DataFrameSchema], batch: pa_arrow.Table) -> bool:
+    """Whether every distinct value the batch's rows hold in each column of ``values_schemas``
+    passes that column's dtype and checks (its schema alone), none of them null. A day's 4.7
+    million clean rows hold 50,000 meter ids and 3 qualities: judging those took 0.3 s as 4.7
+    million strings. When a value fails, the caller judges every row, so the failure cases
+    name rows as a read back does."""
+    for name, values_schema in values_schemas.items():
         values = pa_arrow.chunked_array(
             [chunk.dictionary.take(pc.unique(chunk.indices)) for chunk in batch[name].chunks],
             batch.schema.field(name).type.value_type,
         )
         if values.null_count:
             return False
-        column = schema.columns[name]
         try:
-            pa.DataFrameSchema({name: column}).validate(
-                pl.from_arrow(pa_arrow.table({name: values})), lazy=True
-            )
+            values_schema.validate(pl.from_arrow(pa_arrow.table({name: values})), lazy=True)
         except SchemaErrors:
             return False
     return True

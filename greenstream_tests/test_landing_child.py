@@ -13,6 +13,7 @@ import pytest
 
 from greenstream_dagster import landed_tables, landing, landing_child, pipeline
 from greenstream_dagster.landing_child import LandingFailed, LandingInChild, worth_a_child
+from greenstream_dagster.orchestration import handover
 from greenstream_dagster.process import process_files
 from greenstream_dagster.rules.meter_csv import read_meter_csv
 from greenstream_dagster.storage.raw_zone import ACCEPTED, REJECTED
@@ -83,6 +84,21 @@ def test_process_with_a_landing_child_reads_no_file_itself(settings, tmp_path, m
     assert outcome.error is None
     assert [(d.day, d.summary["raw"]) for d in outcome.days] == [(D20, 2), (D21, 2)]
     assert [item.already_landed for item in outcome.landed] == [False, False, False, True]
+
+
+def test_the_validation_warms_up_while_the_child_is_still_landing(settings, tmp_path, monkeypatch):
+    """Once Dagster is loaded the command waits on the child: the validation's imports take
+    that wait, not the run's first step."""
+    files = _files(tmp_path)
+    calls = []
+    monkeypatch.setattr(handover, "warm_validation", lambda: calls.append("warm"))
+    child = LandingInChild(files, settings)
+    take_result = child.result
+    monkeypatch.setattr(child, "result", lambda: calls.append("result") or take_result())
+    outcome = process_files(files, settings, landing=child)
+    assert outcome.error is None
+    # then the raw rows' step asks again (a no-op once warm): it also runs without a child
+    assert calls == ["warm", "result", "warm"]
 
 
 def test_a_failed_child_is_a_clear_error(settings, tmp_path):

@@ -13,6 +13,7 @@ read once. No Dagster import here: the child must start fast.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import pickle
 import shutil
@@ -24,7 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from . import landed_tables
-from .landing import Landed, land_files
+from .landing import Landed, land_files, on_readers
 from .settings import Settings
 
 # Below this much input a child costs more (about 0.4 s of a core to start Python and import
@@ -121,20 +122,29 @@ def _scratch_dir() -> str | None:
 def _land(files: list[Path], settings: Settings, out_dir: str):
     """The child's work: land the files, then write each kept table to ``out_dir``. A table
     that cannot be written (the folder full, say) is not handed back: the files are landed
-    all the same, and the raw rows read that file again from the raw zone."""
+    all the same, and the raw rows read that file again from the raw zone. The tables are
+    written on landing's readers: the parent waits for them, and a 50,000-meter day's 25 took
+    0.20 s on one thread, 0.12 s on two."""
     with landed_tables.keeping():
         landed = land_files(files, settings)
-        handed = {}
-        for sha, (table, last_day) in landed_tables.kept().items():
-            path = os.path.join(out_dir, f"{sha}.arrow")
-            try:
-                with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
-                    out.write_table(table)
-            except OSError:
-                Path(path).unlink(missing_ok=True)
-                continue
-            handed[sha] = (path, last_day)
+        kept = list(landed_tables.kept().items())
+        written = on_readers(lambda item: _write_table(out_dir, *item), kept)
+        handed = {sha: found for (sha, _), found in zip(kept, written, strict=True) if found}
     return landed, handed
+
+
+def _write_table(out_dir: str, sha: str, kept: tuple[pa.Table, dt.date]):
+    """``(path, last day)`` of the kept table written to ``out_dir``, or None if it could not
+    be."""
+    table, last_day = kept
+    path = os.path.join(out_dir, f"{sha}.arrow")
+    try:
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
+            out.write_table(table)
+    except OSError:
+        Path(path).unlink(missing_ok=True)
+        return None
+    return path, last_day
 
 
 class _WithoutPandas:

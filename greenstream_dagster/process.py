@@ -8,7 +8,9 @@ so a file processed from the command line and one picked up by the sensor give t
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +205,45 @@ def consecutive(days: list[dt.date]) -> list[list[dt.date]]:
     return groups
 
 
+# Runs that hold the warehouse while they last.
+IN_PROGRESS = [
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+WAIT_POLL_SECONDS = 1.0
+WAIT_SAY_EVERY_SECONDS = 30.0
+
+
+def wait_for_runs_in_progress(
+    instance: dg.DagsterInstance,
+    sleep: Callable[[float], None] = time.sleep,
+    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> int:
+    """Wait until no run of ``instance`` is in progress, saying which one it waits for (at
+    once, then every ``WAIT_SAY_EVERY_SECONDS``); returns how many times it looked again.
+
+    The deployment claims its ``duckdb`` pool per run (``granularity: run`` in its
+    dagster.yaml): its queue starts a run only once no run in progress holds the pool, this
+    command's runs included, and a run's steps then claim nothing. This command's runs are not
+    queued, so they wait here for the deployment's: two runs never share the warehouse. A run
+    whose process died stays in progress until it is marked failed (the daemon's run
+    monitoring, or *Terminate* in the web UI); the message names it."""
+    looks = 0
+    while True:
+        records = instance.get_run_records(dg.RunsFilter(statuses=IN_PROGRESS), limit=1)
+        if not records:
+            return looks
+        if looks % round(WAIT_SAY_EVERY_SECONDS / WAIT_POLL_SECONDS) == 0:
+            run = records[0].dagster_run
+            say(
+                f"greenstream: waiting for run {run.run_id} ({run.job_name}, "
+                f"{run.status.value}) to finish: one run at a time uses the warehouse"
+            )
+        sleep(WAIT_POLL_SECONDS)
+        looks += 1
+
+
 def run_days(days: list[dt.date], settings: Settings, instance: dg.DagsterInstance):
     """Materialize every asset and check of consecutive ``days`` in one run, oldest first;
     report each day's failed steps and checks.
@@ -210,6 +251,7 @@ def run_days(days: list[dt.date], settings: Settings, instance: dg.DagsterInstan
     One run, not one per day: a run costs about a second of Dagster's own bookkeeping, and
     every check still reports on its day. A failed step fails the run for all of its days, and
     a blocking check failing on any day keeps the run's archive from being written."""
+    wait_for_runs_in_progress(instance)
     tags = {"greenstream/trigger": "cli"}
     if len(days) > 1:
         tags |= {RANGE_START_TAG: days[0].isoformat(), RANGE_END_TAG: days[-1].isoformat()}

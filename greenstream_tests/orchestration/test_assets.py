@@ -2,6 +2,8 @@
 small files over several days, then the same days again: identical outputs (DESIGN.md 5)."""
 
 import datetime as dt
+import threading
+import time
 
 import dagster as dg
 import duckdb
@@ -363,3 +365,71 @@ def test_the_days_a_runs_tags_name():
     ]
     assert first_and_last_day({"dagster/partition": "2026-11-18"}) == ["2026-11-18"]
     assert first_and_last_day({"greenstream/trigger": "cli"}) == []
+
+
+def in_progress_run(instance: dg.DagsterInstance, status=dg.DagsterRunStatus.STARTED):
+    """A run of the deployment that holds the warehouse (as the queue started it)."""
+    return instance.add_run(dg.DagsterRun(job_name="daily_pipeline", status=status))
+
+
+def test_the_command_waits_for_the_runs_in_progress(monkeypatch):
+    """The deployment's pool is claimed per run, and this command's runs are not queued: it
+    waits until no run is in progress, naming the run it waits for, then goes on."""
+    said, sleeps = [], []
+    monkeypatch.setattr(process, "WAIT_SAY_EVERY_SECONDS", 2 * process.WAIT_POLL_SECONDS)
+    with dg.instance_for_test() as instance:
+        done = instance.add_run(dg.DagsterRun(job_name="daily_pipeline"))
+        instance.report_run_failed(done)  # over: not waited for
+        older = in_progress_run(instance, dg.DagsterRunStatus.CANCELING)
+        newer = in_progress_run(instance)
+
+        def sleep(seconds):
+            sleeps.append(seconds)
+            # The newer run ends after two looks, the older one after four.
+            if len(sleeps) == 2:
+                instance.report_run_failed(newer)
+            if len(sleeps) == 4:
+                instance.report_run_canceled(older)
+
+        looks = process.wait_for_runs_in_progress(instance, sleep=sleep, say=said.append)
+    assert looks == 4
+    assert sleeps == [process.WAIT_POLL_SECONDS] * 4
+    # Said at once, then every two looks: the run it waits for at that moment.
+    assert [line.split()[4] for line in said] == [newer.run_id, older.run_id]
+    assert said[0].startswith("greenstream: waiting for run ") and "STARTED" in said[0]
+    assert "CANCELING" in said[1]
+
+
+def test_the_command_looks_no_further_when_no_run_is_in_progress():
+    with dg.instance_for_test() as instance:
+        done = instance.add_run(dg.DagsterRun(job_name="daily_pipeline"))
+        instance.report_run_failed(done)
+        assert process.wait_for_runs_in_progress(instance, sleep=pytest.fail, say=pytest.fail) == 0
+
+
+def test_the_command_starts_its_run_once_the_deployment_run_ends(tmp_path, settings, monkeypatch):
+    """The command's run starts only after the run in progress ended, and then succeeds."""
+    monkeypatch.setattr(process, "WAIT_POLL_SECONDS", 0.05)
+    land_file(day_file(tmp_path, DAYS[0]), settings)
+    with dg.instance_for_test() as instance:
+        deployment_run = in_progress_run(instance)
+        ended = []
+
+        def end_it():
+            ended.append(time.time())  # before it shows as ended
+            instance.report_run_failed(deployment_run)
+
+        ender = threading.Timer(0.5, end_it)
+        ender.start()
+        try:
+            outcomes = run_days([dt.date.fromisoformat(DAYS[0])], settings, instance)
+        finally:
+            ender.cancel()
+        records = instance.get_run_records()  # newest first
+    assert [o.success for o in outcomes] == [True]
+    cli, deployment = records
+    assert cli.dagster_run.tags.get("greenstream/trigger") == "cli"
+    assert cli.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+    assert deployment.dagster_run.run_id == deployment_run.run_id
+    # Created (and so started) only once the deployment's run had ended.
+    assert cli.create_timestamp.timestamp() >= ended[0]

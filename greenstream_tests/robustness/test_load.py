@@ -79,11 +79,13 @@ def test_200_files_at_once(tmp_path):
 
 
 def test_runs_are_serialised_on_the_warehouse():
-    """The instance runs one run, and one warehouse step, at a time; every asset is in the pool."""
+    """The instance runs one run at a time, and one run holding the warehouse's pool at a
+    time (claimed per run: ``greenstream process`` waits for the runs in progress); every asset
+    is in the pool."""
     deploy = Path(greenstream_dagster.__file__).parents[1] / "deploy" / "dagster.yaml"
     config = yaml.safe_load(deploy.read_text())
     assert config["concurrency"]["runs"]["max_concurrent_runs"] == 1
-    assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert config["concurrency"]["pools"] == {"default_limit": 1, "granularity": "run"}
     for asset in ASSETS:
         for spec in asset.specs:
             assert asset.get_op_def_for_asset_key(spec.key).pool == POOL, spec.key

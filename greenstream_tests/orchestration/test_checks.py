@@ -4,9 +4,10 @@ stored them holds them; uniqueness across the day is asked of DuckDB."""
 import datetime as dt
 
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pytest
-from pandera.polars import Check
+from pandera.polars import Check, Column, DataFrameSchema
 
 from greenstream_dagster import pipeline, validation
 from greenstream_dagster.orchestration import handover
@@ -121,6 +122,17 @@ def _decoded(table: pa.Table) -> pa.Table:
     )
 
 
+def _same_cases(by_value, as_text, rows: int) -> dict:
+    """Both validations checked ``rows`` rows and found the same failure cases: how many of
+    each (column, check)."""
+    assert by_value[0] == as_text[0] == rows
+    if by_value[1] is None or as_text[1] is None:
+        assert by_value[1] is None and as_text[1] is None
+        return {}
+    pd.testing.assert_frame_equal(by_value[1], as_text[1])
+    return by_value[1].groupby(["column", "check"]).size().to_dict()
+
+
 @pytest.mark.parametrize(
     "column, change, expected",
     [
@@ -150,13 +162,11 @@ def test_a_held_dictionary_column_is_judged_as_its_text(con, monkeypatch, column
     as_text = validation.validate_day(
         con, "standardized_readings", schema, DAY, held=_decoded(coded)
     )
-    assert by_value[0] == as_text[0] == 10
-    if not expected:
-        assert by_value[1] is None and as_text[1] is None
-        return
-    pd.testing.assert_frame_equal(by_value[1], as_text[1])
-    found = by_value[1].groupby(["column", "check"]).size().to_dict()
+    found = _same_cases(by_value, as_text, rows=10)
+    # The cases named, and no case at all where none is expected (other checks of the same
+    # rows may fail along: a changed quality breaks the frame's quality rules too).
     assert {key: found.get(key, 0) for key in expected} == expected
+    assert bool(found) == bool(expected)
 
 
 def test_a_doubled_key_in_the_held_rows_is_named(con, monkeypatch):
@@ -216,3 +226,61 @@ def test_a_validation_that_breaks_leaves_nothing_and_the_step_goes_on(con, monke
     report = pipeline.build_standardized(con, settings, DAY, hook)
     assert report.counts["rows"] == 4
     assert handover.take("run-3", "standardized_readings", DAY) is None
+
+
+# --- read back: a text column with few values comes coded ------------------------------------
+
+
+def _checked_table(con, codes):
+    """A scratch table (no constraints) of ``codes`` on DAY and one row on the day after."""
+    con.execute("CREATE TABLE checked (code VARCHAR, n INTEGER, partition_date DATE)")
+    con.executemany(
+        "INSERT INTO checked VALUES (?, ?, ?)",
+        [(code, i, DAY) for i, code in enumerate(codes)]
+        + [("other day", 0, DAY + dt.timedelta(1))],
+    )
+
+
+CODE_SCHEMA = DataFrameSchema(
+    {
+        "code": Column(pl.String, Check.isin(["a", "b"]), nullable=False),
+        "n": Column(pl.Int32, Check.ge(0), nullable=False),
+    }
+)
+
+
+@pytest.mark.parametrize(
+    "codes, expected",
+    [
+        (["a", "b", "a", "a", "b", "b", "a", "b", "a"], {}),
+        (["a", "b", "a", "a", "x", "b", "a", "x", "a"], {("code", "isin(['a', 'b'])"): 2}),
+        (["a", "b", "a", "a", None, "b", "a", "b", "a"], {("code", "not_nullable"): 1}),
+    ],
+)
+def test_a_text_column_with_few_values_is_read_coded_and_judged_as_its_text(
+    con, monkeypatch, codes, expected
+):
+    """Read back, the column comes as a dictionary of the day's values (the other day's is not
+    among them) and is judged once per value; when one fails or is null, every row is, so the
+    failure cases are those of the rows read as text (batches of 4 rows)."""
+    monkeypatch.setattr(validation, "BATCH_ROWS", 4)
+    _checked_table(con, codes)
+    batches, coded = validation._read_back(con, "checked", CODE_SCHEMA, ["code", "n"], DAY)
+    assert coded == ["code"]
+    column = pa.Table.from_batches(list(batches))["code"]
+    assert pa.types.is_dictionary(column.type)
+    assert column.cast(pa.string()).to_pylist() == codes
+    by_value = validation.validate_day(con, "checked", CODE_SCHEMA, DAY)
+    monkeypatch.setattr(validation, "CODED_MAX_VALUES", 0)
+    as_text = validation.validate_day(con, "checked", CODE_SCHEMA, DAY)
+    assert _same_cases(by_value, as_text, rows=9) == expected
+
+
+def test_a_text_column_with_many_values_is_read_as_text(con, monkeypatch):
+    monkeypatch.setattr(validation, "CODED_MAX_VALUES", 2)
+    _checked_table(con, ["a", "b", "a"])
+    assert validation._read_back(con, "checked", CODE_SCHEMA, ["code", "n"], DAY)[1] == ["code"]
+    con.execute("INSERT INTO checked VALUES ('c', 1, ?)", [DAY])
+    batches, coded = validation._read_back(con, "checked", CODE_SCHEMA, ["code", "n"], DAY)
+    assert coded == []
+    assert pa.Table.from_batches(list(batches))["code"].type == pa.string()

@@ -16,6 +16,7 @@ import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
+from . import startup_gc
 from .settings import Settings, SettingsError
 
 
@@ -70,15 +71,19 @@ def _process(files: list[Path], settings: Settings) -> int:
         print(f"greenstream: no such file: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore", module="dagster")
-    # A big batch lands in a child process while this one imports Dagster (see landing_child).
-    from .landing_child import LandingInChild, worth_a_child
+    startup_gc.pause()  # until the runs start (``process``), see startup_gc
+    try:
+        # A big batch lands in a child process while this one imports Dagster (landing_child).
+        from .landing_child import LandingInChild, worth_a_child
 
-    with LandingInChild(files, settings) if worth_a_child(files) else nullcontext() as landing:
-        from .process import process_files
+        with LandingInChild(files, settings) if worth_a_child(files) else nullcontext() as landing:
+            from .process import process_files
 
-        outcome = process_files(
-            files, settings, dagster_home=os.environ.get("DAGSTER_HOME"), landing=landing
-        )
+            outcome = process_files(
+                files, settings, dagster_home=os.environ.get("DAGSTER_HOME"), landing=landing
+            )
+    finally:
+        startup_gc.resume()
     print(outcome.summary())
     if not outcome.ok:
         print(f"greenstream: {outcome.failure_message()}", file=sys.stderr)

@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from . import landed_tables
+from . import landed_tables, startup_gc
 from .alerts import raise_alert
 from .landing import Landed, land_files
 from .landing_child import LandingFailed, LandingInChild
@@ -349,5 +349,6 @@ def _land_and_run(
     partitions = set(DAILY.get_partition_keys())
     runnable = sorted(d for d in days if d.isoformat() in partitions)
     skipped = sorted(days - set(runnable))
+    startup_gc.resume()  # the start is over: the days' data comes next
     outcomes = [o for days in consecutive(runnable) for o in run_days(days, settings, instance)]
     return ProcessOutcome(landed, outcomes, skipped)

@@ -16,7 +16,6 @@ from typing import TypeVar
 
 import dagster as dg
 import duckdb as duckdb_module
-from dagster_duckdb import DuckDBResource
 
 from .. import pipeline
 from ..alerts import raise_alert
@@ -24,7 +23,7 @@ from ..settings import Settings
 from ..storage.warehouse import TABLES
 from . import handover
 from .metadata import day_preview, report_metadata, table_schema
-from .resources import GreenstreamSettings, warehouse_connection
+from .resources import GreenstreamSettings, WarehouseResource, warehouse_connection
 
 _ENV = Settings.from_env()
 T = TypeVar("T")
@@ -91,21 +90,21 @@ def days_done(message: str) -> list[tuple[str, float]]:
     return [(day, float(seconds)) for day, seconds in _DAY_TOOK.findall(message)]
 
 
-# A step keeps its warehouse connection for its next day while DuckDB holds less than this. A
-# connection costs about 25 ms to open, configure and close, which a tiny day (the evening before,
-# touched by a file in +01:00) paid at every step; a real day holds far more, so each day of a
-# month's backfill still starts with an empty cache.
+# A step keeps what DuckDB cached for its next day while DuckDB holds less than this (a tiny
+# day, such as the evening before that a file in +01:00 touches); a real day holds far more, so
+# each day of a month's backfill still starts with an empty cache.
 REUSE_BELOW_BYTES = 16 << 20
 
 
 def each_day(
-    context, duckdb: DuckDBResource, build: Callable[[duckdb_module.DuckDBPyConnection, dt.date], T]
+    context,
+    duckdb: WarehouseResource,
+    build: Callable[[duckdb_module.DuckDBPyConnection, dt.date], T],
 ) -> list[T]:
     """``build(con, day)`` for each of the run's days, oldest first. A day that leaves DuckDB
-    holding much memory closes its connection: DuckDB keeps the blocks it read cached until its
-    database closes, and a month of days on one connection ended 0.4 GB higher than its first
-    day. The step then logs what each day took, so a run over a month says which day of a step
-    was slow."""
+    holding much memory lets it go (``release_memory``): DuckDB keeps the blocks it read cached,
+    and a month of days with the cache kept ended 0.4 GB higher than its first day. The step
+    then logs what each day took, so a run over a month says which day of a step was slow."""
     done, took = [], []
     with ExitStack() as connection:
         con = None
@@ -117,6 +116,7 @@ def each_day(
             if _cached_bytes(con) >= REUSE_BELOW_BYTES:
                 connection.close()
                 con = None
+                duckdb.release_memory()
             took.append(DAY_TOOK.format(day=day, seconds=time.perf_counter() - started))
     context.log.info(DAYS_DONE.format(days="; ".join(took)))
     return done
@@ -172,7 +172,7 @@ def record_days(context, reports, keys=None, *, asset_key=None, previews=None):
     metadata={"dagster/column_schema": table_schema("raw_readings")},
 )
 def raw_readings(
-    context: dg.AssetExecutionContext, greenstream: GreenstreamSettings, duckdb: DuckDBResource
+    context: dg.AssetExecutionContext, greenstream: GreenstreamSettings, duckdb: WarehouseResource
 ) -> dg.MaterializeResult:
     """Every row of every accepted meter file that belongs to this UTC day, as text exactly as
     it arrived, with its file (SHA-256) and line. Rows whose timestamp cannot place them on a
@@ -224,7 +224,7 @@ def raw_readings(
     **COMMON,
 )
 def standardized_readings_and_quarantine(
-    context: dg.AssetExecutionContext, greenstream: GreenstreamSettings, duckdb: DuckDBResource
+    context: dg.AssetExecutionContext, greenstream: GreenstreamSettings, duckdb: WarehouseResource
 ):
     """Rules 1 to 8 of DESIGN.md: one pass produces the clean rows and the quarantine."""
     settings = greenstream.settings()
@@ -281,7 +281,7 @@ def standardized_readings_and_quarantine(
     metadata={"dagster/column_schema": table_schema("fault_flags")},
 )
 def fault_flags(
-    context: dg.AssetExecutionContext, greenstream: GreenstreamSettings, duckdb: DuckDBResource
+    context: dg.AssetExecutionContext, greenstream: GreenstreamSettings, duckdb: WarehouseResource
 ) -> dg.MaterializeResult:
     """Meters flagged potentially faulty on this UTC day: near_zero (readings under 0.01 kW for
     more than 24 hours) or zero_daily_total (zero energy on more than three days in a row). The
@@ -329,7 +329,7 @@ def fault_flags(
     ],
     **COMMON,
 )
-def peaks(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
+def peaks(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
     """Peaks from measured readings only (filled and missing rows never count)."""
     reports = each_day(context, duckdb, lambda con, day: pipeline.build_peaks(con, day))
     record_days(context, reports, ("meters",), asset_key="meter_daily_peaks")
@@ -347,7 +347,7 @@ def peaks(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     owners=OWNERS,
 )
 def parquet_archive(
-    context: dg.AssetExecutionContext, greenstream: GreenstreamSettings, duckdb: DuckDBResource
+    context: dg.AssetExecutionContext, greenstream: GreenstreamSettings, duckdb: WarehouseResource
 ) -> dg.MaterializeResult:
     """The day's clean readings as zstd Parquet under archive/readings/date=YYYY-MM-DD/,
     readable by DuckDB, pyarrow, Spark and pandas. Written only after the blocking checks of

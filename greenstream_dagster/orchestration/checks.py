@@ -20,14 +20,13 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     # Not exported: what AssetCheckResult itself records as the materialization a check saw.
     AssetCheckEvaluationTargetMaterializationData,
 )
-from dagster_duckdb import DuckDBResource
 
 from ..rules import accounting
 from ..storage import archive
 from . import handover
 from .assets import DAILY, POOL, RETRY, days_of, each_day
 from .handover import schema_check_name
-from .resources import GreenstreamSettings
+from .resources import GreenstreamSettings, WarehouseResource
 
 BLOCKING_SCHEMAS = {"standardized_readings"}
 
@@ -235,7 +234,7 @@ def check_group(name: str, description: str, checks) -> dg.AssetChecksDefinition
     def _checks(
         context: dg.AssetCheckExecutionContext,
         greenstream: GreenstreamSettings,
-        duckdb: DuckDBResource,
+        duckdb: WarehouseResource,
     ):
         settings = greenstream.settings()
         selected = [key for key in functions if key in context.selected_asset_check_keys]

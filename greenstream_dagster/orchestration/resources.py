@@ -6,12 +6,13 @@
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
+from pydantic import PrivateAttr
 
 from ..settings import SETTINGS, Settings
 from ..storage import warehouse
@@ -59,14 +60,83 @@ class GreenstreamSettings(dg.ConfigurableResource):
         return Settings(**{**values, "home": Path(self.home)})
 
 
+class WarehouseResource(DuckDBResource):
+    """The warehouse's DuckDB. In a run, its database is opened at the first step that asks
+    and stays open until the run ends, each step working on a cursor of it; elsewhere (the
+    command's summaries, a sensor) a connection is opened and closed per use, as
+    ``DuckDBResource`` does.
+
+    Opening the warehouse costs 20 to 45 ms and closing it 10 to 130 ms (a checkpoint, and
+    freeing what DuckDB held): a one-day run's 8 steps paid both, 0.5 to 0.6 s a run, and a
+    month's run once per day and step. What a day leaves cached is let go by
+    ``release_memory`` instead, as closing did.
+    """
+
+    _root: duckdb.DuckDBPyConnection | None = PrivateAttr(default=None)
+    _opened: ExitStack | None = PrivateAttr(default=None)
+    _in_run: bool = PrivateAttr(default=False)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._in_run = True
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self._close()
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection set to UTC with every table in place (opened with backoff while
+        another process holds the file)."""
+        if self.database != ":memory:":
+            Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        if not self._in_run:
+            with super().get_connection() as con:
+                warehouse.configure(con)
+                yield con
+            return
+        if self._root is None:
+            opened = ExitStack()
+            self._root = opened.enter_context(super().get_connection())
+            self._opened = opened
+            warehouse.configure(self._root)
+        try:
+            with self._root.cursor() as cursor:
+                cursor.execute("SET TimeZone = 'UTC'")  # a cursor starts with its own session
+                yield cursor
+        except BaseException:
+            # A retry starts on a database opened afresh, whatever state the error left.
+            self._close()
+            raise
+
+    def release_memory(self) -> None:
+        """Let go of what DuckDB holds cached, as closing the database would: lowering its
+        memory limit makes it evict, and the limit is then put back. A step calls this once a
+        day's work is done, so each day of a month's run starts on an empty cache (with the
+        cache kept, the days' peak climbed from 2.07 to 2.44 GB over a month)."""
+        if self._root is None:
+            return
+        try:
+            limit = self.connection_config.get("memory_limit")
+            if limit is None:  # DuckDB's default, as it reports it
+                [(limit,)] = self._root.execute("SELECT current_setting('memory_limit')").fetchall()
+            self._root.execute(f"SET memory_limit = '{RELEASED_LIMIT}'")
+            self._root.execute("SET memory_limit = ?", [limit])
+        except duckdb.Error:
+            self._close()  # whatever could not be evicted goes with the database
+
+    def _close(self) -> None:
+        opened, self._opened, self._root = self._opened, None, None
+        if opened is not None:
+            opened.close()
+
+
+# What ``release_memory`` lowers DuckDB's memory limit to for a moment.
+RELEASED_LIMIT = "16MB"
+
+
 @contextmanager
-def warehouse_connection(duckdb_resource: DuckDBResource) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A warehouse connection (opened with backoff while another process holds the file),
-    set to UTC and with every table in place."""
-    if duckdb_resource.database != ":memory:":
-        Path(duckdb_resource.database).parent.mkdir(parents=True, exist_ok=True)
+def warehouse_connection(duckdb_resource: WarehouseResource) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A warehouse connection of ``duckdb_resource`` (see ``WarehouseResource.get_connection``)."""
     with duckdb_resource.get_connection() as con:
-        warehouse.configure(con)
         yield con
 
 
@@ -74,7 +144,7 @@ def resources_for(settings: Settings) -> dict[str, object]:
     """The resources of a deployment whose data lives under ``settings.home``."""
     return {
         "greenstream": GreenstreamSettings.from_settings(settings),
-        "duckdb": DuckDBResource(
+        "duckdb": WarehouseResource(
             database=str(settings.warehouse_path),
             # Without a limit DuckDB may take most of the machine's memory for one day.
             connection_config={"memory_limit": settings.duckdb_memory_limit},

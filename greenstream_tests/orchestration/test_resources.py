@@ -1,0 +1,120 @@
+"""``WarehouseResource``: a run opens the warehouse once and closes it when it ends; what a day
+leaves cached is let go without closing; outside a run, each use opens and closes."""
+
+import dagster as dg
+import duckdb
+import pytest
+
+from greenstream_dagster.landing import land_file
+from greenstream_dagster.orchestration import resources
+from greenstream_dagster.orchestration.assets import ASSETS
+from greenstream_dagster.orchestration.checks import CHECKS
+from greenstream_dagster.orchestration.resources import WarehouseResource, resources_for
+from greenstream_tests.support import series, write_csv
+
+
+@pytest.fixture
+def opened(monkeypatch):
+    """The databases opened through ``duckdb.connect`` while the test runs."""
+    paths = []
+    connect = duckdb.connect
+
+    def counting(database=":memory:", *args, **kwargs):
+        paths.append(str(database))
+        return connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", counting)
+    return paths
+
+
+def _in_run(resource: WarehouseResource) -> WarehouseResource:
+    resource.setup_for_execution(dg.build_init_resource_context())
+    return resource
+
+
+def _held_bytes(con) -> int:
+    return con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchall()[0][0]
+
+
+def test_a_run_opens_the_warehouse_once_for_all_its_steps(tmp_path, settings, opened):
+    land_file(write_csv(tmp_path / "d.csv", series("M1", "2026-11-20 00:00", [1.0] * 96)), settings)
+    result = dg.materialize(
+        [*ASSETS, *CHECKS], partition_key="2026-11-20", resources=resources_for(settings)
+    )
+    assert result.success
+    assert opened.count(str(settings.warehouse_path)) == 1
+    # closed when the run ended: the file opens again with another configuration
+    with duckdb.connect(str(settings.warehouse_path), config={"memory_limit": "64MB"}) as con:
+        assert con.execute("SELECT count(*) FROM standardized_readings").fetchall() == [(96,)]
+
+
+def test_outside_a_run_each_use_opens_and_closes(tmp_path, opened):
+    resource = WarehouseResource(database=str(tmp_path / "w.duckdb"))
+    for _ in range(2):
+        with resource.get_connection() as con:
+            assert con.execute("SELECT count(*) FROM raw_readings").fetchall() == [(0,)]
+    assert opened == [str(tmp_path / "w.duckdb")] * 2
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True):
+        pass  # nothing holds it
+
+
+def test_steps_share_the_database_on_cursors_of_their_own(tmp_path, opened):
+    resource = _in_run(WarehouseResource(database=str(tmp_path / "w.duckdb")))
+    with resource.get_connection() as first:
+        first.execute("CREATE TEMP TABLE mine AS SELECT 1 AS x")
+        first.execute("CREATE TABLE shared AS SELECT 2 AS y")
+    with resource.get_connection() as second:
+        assert second.execute("SELECT y FROM shared").fetchall() == [(2,)]
+        with pytest.raises(duckdb.CatalogException):
+            second.execute("SELECT x FROM mine")  # a step's temp tables are its own
+        assert second.execute("SELECT current_setting('TimeZone')").fetchall() == [("UTC",)]
+    assert len(opened) == 1
+    resource.teardown_after_execution(dg.build_init_resource_context())
+    with duckdb.connect(str(tmp_path / "w.duckdb"), config={"memory_limit": "64MB"}):
+        pass
+
+
+def test_release_memory_empties_the_cache_and_keeps_the_limit(tmp_path):
+    resource = WarehouseResource(
+        database=str(tmp_path / "w.duckdb"), connection_config={"memory_limit": "1GB"}
+    )
+    _in_run(resource)
+    with resource.get_connection() as con:
+        con.execute(
+            "CREATE TABLE big AS SELECT range AS i, md5(range::VARCHAR) AS s FROM range(3000000)"
+        )
+        con.execute("SELECT sum(i), max(s) FROM big").fetchall()
+        assert _held_bytes(con) > 32 << 20
+    resource.release_memory()
+    with resource.get_connection() as con:
+        assert _held_bytes(con) <= 16 << 20
+        limit = "SELECT current_setting('memory_limit')"
+        configured = duckdb.connect(config={"memory_limit": "1GB"}).execute(limit).fetchall()
+        assert con.execute(limit).fetchall() == configured
+        assert con.execute("SELECT count(*) FROM big").fetchall() == [(3_000_000,)]
+    resource.teardown_after_execution(dg.build_init_resource_context())
+
+
+def test_a_failed_step_leaves_the_next_one_a_database_opened_afresh(tmp_path, opened):
+    resource = _in_run(WarehouseResource(database=str(tmp_path / "w.duckdb")))
+    with pytest.raises(RuntimeError, match="step failed"):
+        with resource.get_connection():
+            raise RuntimeError("step failed")
+    with resource.get_connection() as con:
+        assert con.execute("SELECT 1").fetchall() == [(1,)]
+    assert len(opened) == 2
+    resource.teardown_after_execution(dg.build_init_resource_context())
+
+
+def test_what_cannot_be_evicted_goes_with_the_database(tmp_path, monkeypatch, opened):
+    resource = _in_run(WarehouseResource(database=str(tmp_path / "w.duckdb")))
+    with resource.get_connection():
+        pass
+    monkeypatch.setattr(resources, "RELEASED_LIMIT", "not a size")
+    resource.release_memory()  # the limit is refused: the database is closed instead
+    with duckdb.connect(str(tmp_path / "w.duckdb"), config={"memory_limit": "64MB"}):
+        pass
+    with resource.get_connection():
+        pass
+    assert len(opened) == 3
+    resource.teardown_after_execution(dg.build_init_resource_context())

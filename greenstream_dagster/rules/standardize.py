@@ -124,21 +124,25 @@ def standardize_day(
     del early
     # Steps 4 to 8 over arrays (``meter_sequences``): the day's valid rows, each meter as an
     # integer code numbered in the order of the ids.
-    code, ids = meter_codes(checked["meter_key"], valid)
+    # The codes (one dictionary encoding of millions of ids, on one core) are found on a
+    # thread while the other columns become arrays here.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        coding = pool.submit(meter_codes, checked["meter_key"], valid)
+        columns = (
+            _kept(checked["t"], 0, valid),
+            _kept(checked["value"], 0.0, valid),
+            checked["value"].is_valid().to_numpy()[valid],
+            _kept(checked["watt"], False, valid),
+            _kept(checked["file_no"], 0, valid),
+            _kept(checked["source_line"], 0, valid),
+        )
+        code, ids = coding.result()
     con.register(
         "day_meters",
         pa.table({"meter_key": ids, "meter_code": np.arange(len(ids), dtype=np.int32)}),
     )
-    versions = Versions.of_rows(
-        code,
-        _kept(checked["t"], 0, valid),
-        _kept(checked["value"], 0.0, valid),
-        checked["value"].is_valid().to_numpy()[valid],
-        _kept(checked["watt"], False, valid),
-        _kept(checked["file_no"], 0, valid),
-        _kept(checked["source_line"], 0, valid),
-        settings.max_kw,
-    )
+    versions = Versions.of_rows(code, *columns, settings.max_kw)
+    del columns
     del checked, valid, code
     _stage_prev_spacings(con, p)
     last_before, has_last_before = _by_code(

@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from greenstream_dagster.landing import land_file
-from greenstream_dagster.orchestration import resources
+from greenstream_dagster.orchestration import assets, resources
 from greenstream_dagster.orchestration.assets import ASSETS
 from greenstream_dagster.orchestration.checks import CHECKS
 from greenstream_dagster.orchestration.resources import WarehouseResource, resources_for
@@ -117,4 +117,36 @@ def test_what_cannot_be_evicted_goes_with_the_database(tmp_path, monkeypatch, op
     with resource.get_connection():
         pass
     assert len(opened) == 3
+    resource.teardown_after_execution(dg.build_init_resource_context())
+
+
+class _Steps:
+    """What ``each_day`` needs of a step's context: its days and a log."""
+
+    def __init__(self, days):
+        self.partition_keys = days
+        self.log = self
+        self.lines = []
+
+    def info(self, line):
+        self.lines.append(line)
+
+
+def test_a_step_lets_go_of_a_day_before_the_next_not_after_its_last(tmp_path, monkeypatch):
+    resource = _in_run(WarehouseResource(database=str(tmp_path / "w.duckdb")))
+    released = []
+    monkeypatch.setattr(
+        WarehouseResource, "release_memory", lambda self: released.append(len(built))
+    )
+    monkeypatch.setattr(assets, "REUSE_BELOW_BYTES", 0)  # every day counts as a big one
+    built = []
+    days = ["2026-11-19", "2026-11-20", "2026-11-21"]
+    assets.each_day(_Steps(days), resource, lambda con, day: built.append(day))
+    # released before the second and the third day, and not after the last
+    assert released == [1, 2]
+    assert [d.isoformat() for d in built] == days
+    monkeypatch.setattr(assets, "REUSE_BELOW_BYTES", 1 << 40)  # no day is big
+    released.clear()
+    assets.each_day(_Steps(days), resource, lambda con, day: None)
+    assert released == []
     resource.teardown_after_execution(dg.build_init_resource_context())

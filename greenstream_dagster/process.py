@@ -25,7 +25,7 @@ from .landing_child import LandingFailed, LandingInChild
 from .orchestration import handover
 from .orchestration.assets import ASSETS, DAILY, RANGE_END_TAG, RANGE_START_TAG
 from .orchestration.checks import CHECKS
-from .orchestration.resources import resources_for, warehouse_connection
+from .orchestration.resources import resources_for
 from .orchestration.sensors import follow_up_days
 from .rules import codes
 from .settings import Settings
@@ -118,7 +118,7 @@ def _warehouse(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
     """The warehouse, opened like the assets open it: with backoff while another process
     holds its lock."""
     try:
-        with warehouse_connection(resources_for(settings)["duckdb"]) as con:
+        with resources_for(settings)["duckdb"].get_connection() as con:
             yield con
     except duckdb.IOException as exc:
         raise WarehouseUnavailable(

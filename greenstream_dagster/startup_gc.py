@@ -5,7 +5,8 @@ long as the process. While it grows, the collector's full passes walk all of it,
 little larger: five passes, 0.85 s of the command's start (0.06 to 0.28 s each), each holding
 the interpreter, on the path the first run waits for. Paused until the start is over, and the
 heap then frozen (``gc.freeze``: the collector never walks those objects again), the command's
-collections took 0.36 s in all, against 1.05 s; no full pass was left during the runs.
+collections took 0.07 to 0.08 s in all, against 1.05 to 1.22 s; no full pass was left during
+the runs.
 
 Nothing that needs collecting is made while paused: the start loads modules and opens Dagster's
 instance, and the days' data comes after ``resume``.

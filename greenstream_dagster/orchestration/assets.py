@@ -23,7 +23,7 @@ from ..settings import Settings
 from ..storage.warehouse import TABLES
 from . import handover
 from .metadata import day_preview, report_metadata, table_schema
-from .resources import GreenstreamSettings, WarehouseResource, warehouse_connection
+from .resources import GreenstreamSettings, WarehouseResource
 
 _ENV = Settings.from_env()
 T = TypeVar("T")
@@ -118,7 +118,7 @@ def each_day(
                 con = None
                 duckdb.release_memory()
             if con is None:
-                con = connection.enter_context(warehouse_connection(duckdb))
+                con = connection.enter_context(duckdb.get_connection())
             done.append(build(con, day))
             took.append(DAY_TOOK.format(day=day, seconds=time.perf_counter() - started))
     context.log.info(DAYS_DONE.format(days="; ".join(took)))

@@ -86,18 +86,14 @@ class WarehouseResource(DuckDBResource):
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection set to UTC with every table in place (opened with backoff while
         another process holds the file)."""
-        if self.database != ":memory:":
-            Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         if not self._in_run:
-            with super().get_connection() as con:
-                warehouse.configure(con)
+            with self._opening() as con:
                 yield con
             return
         if self._root is None:
             opened = ExitStack()
-            self._root = opened.enter_context(super().get_connection())
+            self._root = opened.enter_context(self._opening())
             self._opened = opened
-            warehouse.configure(self._root)
         try:
             with self._root.cursor() as cursor:
                 cursor.execute("SET TimeZone = 'UTC'")  # a cursor starts with its own session
@@ -107,11 +103,21 @@ class WarehouseResource(DuckDBResource):
             self._close()
             raise
 
+    @contextmanager
+    def _opening(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The database opened (its folder made first) and configured, closed on exit."""
+        if self.database != ":memory:":
+            Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        with super().get_connection() as con:
+            warehouse.configure(con)
+            yield con
+
     def release_memory(self) -> None:
         """Let go of what DuckDB holds cached, as closing the database would: lowering its
-        memory limit makes it evict, and the limit is then put back. A step calls this once a
-        day's work is done, so each day of a month's run starts on an empty cache (with the
-        cache kept, the days' peak climbed from 2.07 to 2.44 GB over a month)."""
+        memory limit makes it evict, and the limit is then put back. A step calls this before a
+        day when a day before it left much cached (``assets.each_day``), so the days of a
+        month's run after a step's first start on an empty cache (with the cache kept, the
+        days' peak climbed from 2.07 to 2.44 GB over a month)."""
         if self._root is None:
             return
         try:
@@ -131,13 +137,6 @@ class WarehouseResource(DuckDBResource):
 
 # What ``release_memory`` lowers DuckDB's memory limit to for a moment.
 RELEASED_LIMIT = "16MB"
-
-
-@contextmanager
-def warehouse_connection(duckdb_resource: WarehouseResource) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A warehouse connection of ``duckdb_resource`` (see ``WarehouseResource.get_connection``)."""
-    with duckdb_resource.get_connection() as con:
-        yield con
 
 
 def resources_for(settings: Settings) -> dict[str, object]:

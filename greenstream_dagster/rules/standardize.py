@@ -142,8 +142,7 @@ def standardize_day(
         pa.table({"meter_key": ids, "meter_code": np.arange(len(ids), dtype=np.int32)}),
     )
     versions = Versions.of_rows(code, *columns, settings.max_kw)
-    del columns
-    del checked, valid, code
+    del checked, valid, code, columns
     _stage_prev_spacings(con, p)
     last_before, has_last_before = _by_code(
         con,

@@ -90,9 +90,10 @@ def days_done(message: str) -> list[tuple[str, float]]:
     return [(day, float(seconds)) for day, seconds in _DAY_TOOK.findall(message)]
 
 
-# A step keeps what DuckDB cached for its next day while DuckDB holds less than this (a tiny
-# day, such as the evening before that a file in +01:00 touches); a real day holds far more, so
-# each day of a month's backfill after a step's first starts with an empty cache.
+# A step keeps what DuckDB cached for its next day while its own days added less than this to
+# what DuckDB held (a tiny day, such as the evening before that a file in +01:00 touches); a
+# real day adds far more, so each day of a month's backfill after a step's second starts with an
+# empty cache.
 REUSE_BELOW_BYTES = 16 << 20
 
 
@@ -101,24 +102,29 @@ def each_day(
     duckdb: WarehouseResource,
     build: Callable[[duckdb_module.DuckDBPyConnection, dt.date], T],
 ) -> list[T]:
-    """``build(con, day)`` for each of the run's days, oldest first. Before a day, what a day
-    before it left DuckDB holding is let go when it is much (``release_memory``): DuckDB keeps
-    the blocks it read and wrote cached, and a month of days with the cache kept ended 0.4 GB
-    higher than its first day. The step's last day keeps its cache for the next step, which
-    reads what this one wrote: letting it go after every day made a one-day command 0.3 to
-    1.9 s slower (four pairs taken in turn) for 0.1 GB less at its peak. The step then logs
-    what each day took, so a run over a month says which day of a step was slow."""
+    """``build(con, day)`` for each of the run's days, oldest first. Before a day, what this
+    step's days before it added to DuckDB's cache is let go when it is much
+    (``release_memory``): DuckDB keeps the blocks it read and wrote cached, and a month of days
+    with the cache kept ended 0.4 GB higher than its first day. What the step before left
+    cached is not counted: it is what this step reads first (the step before wrote it), so a
+    tiny first day (the evening before that a +01:00 file touches) does not throw it away before
+    the real day. The step's last day keeps its cache for the next step: letting it go after
+    every day made a one-day command 0.3 to 1.9 s slower (four pairs taken in turn) for 0.1 GB
+    less at its peak. The step then logs what each day took, so a run over a month says which
+    day of a step was slow."""
     done, took = [], []
     with ExitStack() as connection:
         con = None
+        carried = 0  # what DuckDB held when this step opened its connection
         for day in days_of(context):
             started = time.perf_counter()
-            if con is not None and _cached_bytes(con) >= REUSE_BELOW_BYTES:
+            if con is not None and _cached_bytes(con) - carried >= REUSE_BELOW_BYTES:
                 connection.close()
                 con = None
                 duckdb.release_memory()
             if con is None:
                 con = connection.enter_context(duckdb.get_connection())
+                carried = _cached_bytes(con)
             done.append(build(con, day))
             took.append(DAY_TOOK.format(day=day, seconds=time.perf_counter() - started))
     context.log.info(DAYS_DONE.format(days="; ".join(took)))

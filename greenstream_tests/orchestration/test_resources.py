@@ -150,3 +150,32 @@ def test_a_step_lets_go_of_a_day_before_the_next_not_after_its_last(tmp_path, mo
     assets.each_day(_Steps(days), resource, lambda con, day: None)
     assert released == []
     resource.teardown_after_execution(dg.build_init_resource_context())
+
+
+def test_a_step_keeps_what_the_step_before_left_cached_through_a_tiny_first_day(
+    tmp_path, monkeypatch
+):
+    """What DuckDB holds when a step starts is the step before's last day, which this step
+    reads first: a tiny first day (the evening before of a +01:00 file) does not let it go
+    before the real day. Only what the step's own days add is let go, before a later day."""
+    resource = _in_run(WarehouseResource(database=str(tmp_path / "w.duckdb")))
+    held = {"bytes": 600 << 20}  # the step before's last day
+    monkeypatch.setattr(assets, "_cached_bytes", lambda con: held["bytes"])
+    released = []
+
+    def release(self):
+        released.append(len(built))
+        held["bytes"] = 0
+
+    monkeypatch.setattr(WarehouseResource, "release_memory", release)
+    added = {"2026-11-19": 1 << 20, "2026-11-20": 400 << 20, "2026-11-21": 400 << 20}
+    built = []
+
+    def build(con, day):
+        built.append(day)
+        held["bytes"] += added[day.isoformat()]
+
+    assets.each_day(_Steps(list(added)), resource, build)
+    # kept through the tiny first day; the second day's own 400 MB let go before the third
+    assert released == [2]
+    resource.teardown_after_execution(dg.build_init_resource_context())

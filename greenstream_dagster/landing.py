@@ -421,3 +421,16 @@ def _scratch_connection() -> duckdb.DuckDBPyConnection:
         con.execute("SET TimeZone = 'UTC'")
         _SCRATCH.con = con
     return con
+
+
+def forget_scratch_connection() -> None:
+    """Stop using the scratch DuckDB, in a child forked from this process: the child has none
+    of the threads DuckDB started here, and opens its own. The old one is left open and
+    referenced: closing it, or dropping it, would wait on those threads (the child crashed)."""
+    global _SCRATCH
+    _FORGOTTEN.append((_SCRATCH, list(_SCRATCH_DATABASE)))
+    _SCRATCH = threading.local()
+    _SCRATCH_DATABASE.clear()
+
+
+_FORGOTTEN: list[object] = []

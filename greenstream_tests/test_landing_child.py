@@ -40,7 +40,8 @@ def _files(folder: Path) -> list[Path]:
 
 
 def _refuse_reads(monkeypatch):
-    """Reading a meter file in this process fails (the child is another process)."""
+    """Reading a meter file in this process fails (the child is another process, forked
+    before this is patched)."""
 
     def refuse(*args, **kwargs):
         raise AssertionError("a file was read in the parent process")
@@ -54,8 +55,8 @@ def test_the_child_lands_as_land_files_does_and_hands_its_tables_back(
 ):
     files = _files(tmp_path)
     expected_tables = {name: read_meter_csv(files[i]).table for i, name in ((0, "two"), (1, "one"))}
-    _refuse_reads(monkeypatch)
     child = LandingInChild(files, settings)
+    _refuse_reads(monkeypatch)  # here, once the child is forked
     with landed_tables.keeping():
         landed = child.result()
         statuses = [(item.sidecar.original_name, item.sidecar.status) for item in landed]
@@ -79,8 +80,9 @@ def test_the_child_lands_as_land_files_does_and_hands_its_tables_back(
 
 def test_process_with_a_landing_child_reads_no_file_itself(settings, tmp_path, monkeypatch):
     files = _files(tmp_path)
-    _refuse_reads(monkeypatch)
-    outcome = process_files(files, settings, landing=LandingInChild(files, settings))
+    child = LandingInChild(files, settings)
+    _refuse_reads(monkeypatch)  # here, once the child is forked
+    outcome = process_files(files, settings, landing=child)
     assert outcome.error is None
     assert [(d.day, d.summary["raw"]) for d in outcome.days] == [(D20, 2), (D21, 2)]
     assert [item.already_landed for item in outcome.landed] == [False, False, False, True]
@@ -113,7 +115,24 @@ def test_a_failed_child_is_a_clear_error(settings, tmp_path):
     assert not outcome.ok and outcome.days == []
 
 
-def test_only_a_big_batch_is_worth_a_child(tmp_path):
+def test_a_forked_child_lands_on_a_duckdb_of_its_own(settings, tmp_path):
+    """This process's scratch DuckDB has no worker threads in a forked child: the child stops
+    using it (without closing it) and opens its own."""
+    landing.file_placement(
+        read_meter_csv(_files(tmp_path)[0]).table, dt.datetime.now(dt.UTC), settings
+    )
+    ours = landing._scratch_connection()
+    landing.forget_scratch_connection()
+    theirs = landing._scratch_connection()
+    assert theirs is not ours
+    theirs.execute("CREATE TABLE only_here AS SELECT 1 AS x")
+    assert ours.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'only_here'"
+    ).fetchall() == [(0,)]
+    assert ours.execute("SELECT 42").fetchall() == [(42,)]  # left open, still usable here
+
+
+def test_only_a_big_batch_is_worth_a_child(tmp_path, monkeypatch):
     small = write_csv(tmp_path / "small.csv", [("m1", "2026-11-20T00:00:00Z", "1", "kW")])
     big = tmp_path / "big.csv"
     with open(big, "wb") as out:
@@ -121,6 +140,8 @@ def test_only_a_big_batch_is_worth_a_child(tmp_path):
     assert not worth_a_child([small])
     assert worth_a_child([small, big])
     assert os.path.getsize(big) == landing_child.MIN_BYTES
+    monkeypatch.delattr(os, "fork")  # a system that cannot fork lands every batch itself
+    assert not worth_a_child([small, big])
 
 
 def test_a_child_whose_result_is_never_taken_leaves_nothing_behind(settings, tmp_path):

@@ -406,6 +406,8 @@ def _first_valid_day(
 _SCRATCH = threading.local()
 _SCRATCH_LOCK = threading.Lock()
 _SCRATCH_DATABASE: list[duckdb.DuckDBPyConnection] = []
+# Scratch databases a forked child stopped using (``forget_scratch_connection``), kept referenced.
+_FORGOTTEN: list[object] = []
 
 
 def _scratch_connection() -> duckdb.DuckDBPyConnection:
@@ -431,6 +433,3 @@ def forget_scratch_connection() -> None:
     _FORGOTTEN.append((_SCRATCH, list(_SCRATCH_DATABASE)))
     _SCRATCH = threading.local()
     _SCRATCH_DATABASE.clear()
-
-
-_FORGOTTEN: list[object] = []

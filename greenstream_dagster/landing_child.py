@@ -57,8 +57,9 @@ def worth_a_child(files: list[Path]) -> bool:
 
 
 class LandingInChild:
-    """Files being landed by a child process; ``result()`` waits for them. The child's
-    request and the tables it writes are in ``work_dir``, removed once the result is taken."""
+    """Files being landed by a forked child process; ``result()`` waits for them. What the
+    child hands back and prints, and the tables it writes, are in ``work_dir``, removed once
+    the result is taken."""
 
     def __init__(self, files: list[Path], settings: Settings) -> None:
         self.work_dir = tempfile.mkdtemp(prefix="greenstream-landing-", dir=_scratch_dir())

@@ -115,9 +115,9 @@ class WarehouseResource(DuckDBResource):
     def release_memory(self) -> None:
         """Let go of what DuckDB holds cached, as closing the database would: lowering its
         memory limit makes it evict, and the limit is then put back. A step calls this before a
-        day when a day before it left much cached (``assets.each_day``), so the days of a
-        month's run after a step's first start on an empty cache (with the cache kept, the
-        days' peak climbed from 2.07 to 2.44 GB over a month)."""
+        day when its own days before it added much to the cache (``assets.each_day``), so the
+        days of a month's run after a step's second start on an empty cache (with the cache
+        kept, the days' peak climbed from 2.07 to 2.44 GB over a month)."""
         if self._root is None:
             return
         try:

@@ -1,8 +1,11 @@
 """The schema checks validate a day in batches, read from the warehouse or as the step that
-stored them holds them; uniqueness across the day is asked of DuckDB."""
+stores them holds them, while it stores them; uniqueness across the day is asked of DuckDB."""
 
 import datetime as dt
+import threading
+import time
 
+import duckdb
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -169,26 +172,83 @@ def test_a_held_dictionary_column_is_judged_as_its_text(con, monkeypatch, column
     assert bool(found) == bool(expected)
 
 
-def test_a_doubled_key_in_the_held_rows_is_named(con, monkeypatch):
-    """Uniqueness over the held rows: their runs overlap, and the keys are named from the
-    warehouse, which holds the same rows."""
+def test_a_doubled_key_in_the_held_rows_is_named_from_them(con, monkeypatch):
+    """Uniqueness over the held rows: their runs overlap, and the keys are named from the held
+    rows themselves (the warehouse, still storing them, holds the day once). A warehouse
+    holding the same double names it alike."""
     monkeypatch.setattr(validation, "BATCH_ROWS", 7)
     settings = Settings()
+    schema = schemas(settings)["standardized_readings"]
     held = _staged_day(con, settings)
     clean = held["standardized_readings"]
     doubled = pa.concat_tables([clean, clean.slice(0, 1)])
+    rows, cases = validation.validate_day(con, "standardized_readings", schema, DAY, held=doubled)
+    assert rows == 11
+    assert cases.values.tolist() == [
+        [
+            "['meter_id', 'reading_ts']",
+            "multiple_fields_uniqueness",
+            "M1,2026-11-20 00:00:00+00:00,2",
+        ]
+    ]
+    assert validation.validate_day(con, "standardized_readings", schema, DAY) == (10, None)
     con.execute(
         """INSERT INTO standardized_readings SELECT * FROM standardized_readings
            WHERE meter_id = 'M1' AND reading_ts = TIMESTAMPTZ '2026-11-20 00:00:00+00'"""
     )
-    rows, cases = validation.validate_day(
-        con, "standardized_readings", schemas(settings)["standardized_readings"], DAY, held=doubled
-    )
-    assert rows == 11
-    assert cases[["column", "check"]].values.tolist() == [
-        ["['meter_id', 'reading_ts']", "multiple_fields_uniqueness"]
-    ]
-    assert cases["failure_case"].iloc[0].startswith("M1,2026-11-20 00:00:00")
+    read_back = validation.validate_day(con, "standardized_readings", schema, DAY)
+    assert read_back[0] == 11
+    pd.testing.assert_frame_equal(read_back[1], cases)
+
+
+def test_the_staged_rows_are_handed_over_while_they_are_stored(con, monkeypatch):
+    """The hook gets each staged table on a thread of its own, before the warehouse has them:
+    the insert waits here until the hook has started, which it could not if the hook came
+    after. The step returns once both are done."""
+    started, seen = threading.Event(), {}
+    replace_days = pipeline.replace_days
+
+    def storing(*args, **kwargs):
+        assert started.wait(10), "the hook did not start while the rows were being stored"
+        [(stored,)] = con.execute(
+            "SELECT count(*) FROM standardized_readings WHERE partition_date = ?", [DAY]
+        ).fetchall()
+        seen["stored before"] = stored
+        return replace_days(*args, **kwargs)
+
+    def hook(table, rows):
+        started.set()
+        seen[table] = (rows.num_rows, threading.get_ident() != threading.main_thread().ident)
+
+    monkeypatch.setattr(pipeline, "replace_days", storing)
+    add_file(con, "f1", series("M1", "2026-11-20 00:00", [1.0, 2.0, "x"]), DAY)
+    report = pipeline.build_standardized(con, Settings(), DAY, hook)
+    assert seen == {
+        "stored before": 0,
+        "standardized_readings": (2, True),  # 00:00 and 00:15; "x" is quarantined
+        "quarantine": (1, True),
+    }
+    assert report.counts["rows"] == 2 and report.counts["quarantined"] == 1
+
+
+def test_an_error_storing_the_rows_is_raised_once_the_hook_is_done(con, monkeypatch):
+    """The store fails while the hook still works: the step raises the store's error, after
+    the hook ended, and the day keeps no new row."""
+    ended = threading.Event()
+
+    def failing(*args, **kwargs):
+        raise duckdb.IOException("disk full")
+
+    def slow_hook(table, rows):
+        time.sleep(0.2)
+        ended.set()
+
+    monkeypatch.setattr(pipeline, "replace_days", failing)
+    add_file(con, "f1", series("M1", "2026-11-20 00:00", [1.0, 2.0]), DAY)
+    with pytest.raises(duckdb.IOException, match="disk full"):
+        pipeline.build_standardized(con, Settings(), DAY, slow_hook)
+    assert ended.is_set()
+    assert con.execute("SELECT count(*) FROM standardized_readings").fetchall() == [(0,)]
 
 
 def test_a_handed_over_result_is_taken_once_by_its_own_run(con):

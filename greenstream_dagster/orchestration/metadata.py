@@ -7,14 +7,15 @@ import dagster as dg
 import duckdb
 
 from ..pipeline import DayReport
-from ..storage.warehouse import TABLES
+from ..storage.warehouse import TABLES, TYPES
 
 PREVIEW_ROWS = 10
 LIST_LIMIT = 10
 
 
 def table_schema(table: str) -> dg.TableSchema:
-    """The column schema of a warehouse table, read from its DDL."""
+    """The column schema of a warehouse table, read from its DDL (a type of its own is shown as
+    its definition)."""
     columns = []
     for line in TABLES[table].strip().splitlines():
         parts = line.strip().rstrip(",").split()
@@ -23,7 +24,7 @@ def table_schema(table: str) -> dg.TableSchema:
             columns.append(
                 dg.TableColumn(
                     name,
-                    parts[1],
+                    TYPES.get(parts[1], parts[1]),
                     constraints=dg.TableColumnConstraints(nullable="NOT" not in parts[2:3]),
                 )
             )

@@ -326,6 +326,8 @@ REVIEWED_INTERPOLATIONS = {
     "texts",
     # validation.py: the unique-key column names of a Pandera schema (constants)
     "keys",
+    # storage/warehouse.py: a type's definition in ``TYPES`` (built from ``codes``)
+    "definition",
 }
 
 

@@ -78,3 +78,30 @@ def test_a_text_quality_that_is_no_code_stops_the_conversion_naming_it(tmp_path)
     with pytest.raises(duckdb.ConversionException, match="'estimated'"):
         with warehouse.connect(path):
             pass
+
+
+def test_the_clean_rows_numbers_and_flags_keep_their_fixed_compression(tmp_path):
+    """Each column of ``COMPRESSION`` is stored with its method whatever the rows: here flags
+    that alternate row by row, where DuckDB's own analysis picks bit-packing for them. (A
+    segment of one value is stored as a constant all the same: every column varies here.)"""
+    fixed = warehouse.COMPRESSION["standardized_readings"]
+    with warehouse.connect(tmp_path / "warehouse.duckdb") as con:
+        con.execute(
+            """INSERT INTO standardized_readings
+            SELECT 'M' || (i // 96), TIMESTAMPTZ '2026-11-20' + to_minutes(15 * (i % 96)),
+                i / 7, ['measured', 'filled', 'missing'][i % 3 + 1], i % 2 = 0, i % 2 = 1,
+                i % 2 = 0, i % 2 = 1, [15.0, 5.0][i // 96 % 2 + 1], 'f1', i + 2,
+                DATE '2026-11-20' + CAST(i // 10000 AS INTEGER)
+            FROM range(20000) r(i)"""
+        )
+        con.execute("CHECKPOINT")
+        stored = dict(
+            con.execute(
+                """SELECT column_name, list(DISTINCT lower(compression))
+                FROM pragma_storage_info('standardized_readings')
+                WHERE segment_type <> 'VALIDITY' GROUP BY ALL"""
+            ).fetchall()
+        )
+    assert {column: stored[column] for column in fixed} == {
+        column: [method] for column, method in fixed.items()
+    }

@@ -130,6 +130,41 @@ TABLES: dict[str, str] = {
     """,
 }
 
+# How DuckDB stores the clean rows' columns other than text: the method its own analysis picks
+# for them, fixed. Left to choose, it tries every method on every column of each row group it
+# writes, and for a 50,000-meter day that analysis was a sixth of the insert: 1.06 to 1.09 s
+# against 0.90 to 0.92 s, 2.0 s of CPU against 1.7 s, three inserts each way, with the same
+# file size and the same time to read the rows back. The text columns keep the analysis: it is
+# what picks their dictionary. (Fixed when a table is created: an older warehouse keeps
+# choosing per row group, with the same rows stored.)
+COMPRESSION: dict[str, dict[str, str]] = {
+    "standardized_readings": {
+        "reading_ts": "bitpacking",
+        "kw": "alp",
+        "quality": "rle",
+        "missing_value": "roaring",
+        "filled": "roaring",
+        "unit_converted": "rle",
+        "had_duplicates": "rle",
+        "interval_minutes": "rle",
+        "source_line": "bitpacking",
+        "partition_date": "rle",
+    },
+}
+
+
+def table_definition(table: str) -> str:
+    """The columns of ``table`` as created: ``TABLES`` with the compression of ``COMPRESSION``."""
+    compression = COMPRESSION.get(table, {})
+    lines = []
+    for line in TABLES[table].strip().splitlines():
+        name = line.split()[0].strip('"')
+        if name in compression:
+            ending = "," if line.rstrip().endswith(",") else ""
+            line = f"{line.rstrip().rstrip(',')} USING COMPRESSION {compression[name]}{ending}"
+        lines.append(line)
+    return "\n".join(lines)
+
 
 def configure(con: duckdb.DuckDBPyConnection) -> None:
     """Make every session compute in UTC, whatever the machine's zone, keep rows in the order
@@ -138,8 +173,8 @@ def configure(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("SET TimeZone = 'UTC'; SET preserve_insertion_order = true")
     for name, definition in TYPES.items():
         con.execute(f"CREATE TYPE IF NOT EXISTS {name} AS {definition}")
-    for name, columns in TABLES.items():
-        con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
+    for name in TABLES:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({table_definition(name)})")
     _typed_quality(con)
 
 

@@ -326,8 +326,10 @@ REVIEWED_INTERPOLATIONS = {
     "texts",
     # validation.py: the unique-key column names of a Pandera schema (constants)
     "keys",
-    # storage/warehouse.py: a type's definition in ``TYPES`` (built from ``codes``)
+    # storage/warehouse.py: a type's definition in ``TYPES`` (built from ``codes``), and a
+    # table's columns from ``TABLES`` and ``COMPRESSION`` (constants)
     "definition",
+    "table_definition(name)",
 }
 
 

@@ -169,7 +169,8 @@ def table_definition(table: str) -> str:
 def configure(con: duckdb.DuckDBPyConnection) -> None:
     """Make every session compute in UTC, whatever the machine's zone, keep rows in the order
     they were inserted (DuckDB's default, stated because the archive relies on it: a day's
-    clean rows go in by meter and time), and create the tables."""
+    clean rows go in by meter and time), create the types and the tables (``table_definition``),
+    and convert an older warehouse's quality text once (``_typed_quality``)."""
     con.execute("SET TimeZone = 'UTC'; SET preserve_insertion_order = true")
     for name, definition in TYPES.items():
         con.execute(f"CREATE TYPE IF NOT EXISTS {name} AS {definition}")

@@ -16,7 +16,7 @@ import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
-from . import startup_gc
+from . import malloc_policy, startup_gc
 from .settings import Settings, SettingsError
 
 
@@ -71,6 +71,7 @@ def _process(files: list[Path], settings: Settings) -> int:
         print(f"greenstream: no such file: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore", module="dagster")
+    malloc_policy.keep_freed_memory()  # for the landing child and the runs (malloc_policy)
     startup_gc.pause()  # until the runs start (``process``), see startup_gc
     try:
         # A big batch lands in a child process while this one imports Dagster (landing_child).

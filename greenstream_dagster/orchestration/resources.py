@@ -14,6 +14,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
+from .. import malloc_policy
 from ..settings import SETTINGS, Settings
 from ..storage import warehouse
 
@@ -78,6 +79,8 @@ class WarehouseResource(DuckDBResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._in_run = True
+        # This process runs a run's steps: its arrays' memory is kept (malloc_policy).
+        malloc_policy.keep_freed_memory()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self._close()

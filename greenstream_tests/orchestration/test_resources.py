@@ -48,6 +48,23 @@ def test_a_run_opens_the_warehouse_once_for_all_its_steps(tmp_path, settings, op
         assert con.execute("SELECT count(*) FROM standardized_readings").fetchall() == [(96,)]
 
 
+def test_a_run_keeps_the_memory_its_arrays_free(tmp_path, settings, monkeypatch):
+    """The process running a run's steps sets the malloc policy, whether the run is in process
+    (the command, tests) or in a run worker of the deployment; outside a run, nothing does."""
+    calls = []
+    monkeypatch.setattr(resources.malloc_policy, "keep_freed_memory", lambda: calls.append(1))
+    resource = WarehouseResource(database=str(tmp_path / "w.duckdb"))
+    with resource.get_connection():
+        pass
+    assert calls == []
+    land_file(write_csv(tmp_path / "d.csv", series("M1", "2026-11-20 00:00", [1.0] * 96)), settings)
+    result = dg.materialize(
+        [*ASSETS, *CHECKS], partition_key="2026-11-20", resources=resources_for(settings)
+    )
+    assert result.success
+    assert calls == [1]
+
+
 def test_outside_a_run_each_use_opens_and_closes(tmp_path, opened):
     resource = WarehouseResource(database=str(tmp_path / "w.duckdb"))
     for _ in range(2):

@@ -7,12 +7,13 @@ was memory the kernel had to map and zero again, page by page (a fifth of the co
 the kernel, mostly page faults). ``keep_freed_memory`` has glibc serve every block from one heap
 (one arena, no mmap) and keep what is freed, so the next columns reuse the same pages.
 
-Measured on this machine (five runs each way, taken in turn): a 50,000-meter day's system CPU
-fell from 2.96 to 2.45 s and the command from 10.24 to 9.92 s; the 30-day backfill from 274 to
-288 s to 249 s, and its peak from 2.07 to 2.14 GB to 1.84 GB (one heap keeps less unused memory
-than one arena per thread did). A one-day run peaks about 0.2 GB higher (1.49 to 1.68 GB): what
-it freed stays mapped until the process ends. ``GLIBC_TUNABLES`` without the single arena kept
-the threads' arenas giving memory back, and did not move the command.
+Measured on this machine, old and new taken in turn: a 50,000-meter day's system CPU fell by
+0.5 s (2.96 to 2.45 s, medians of five), the command by 0.3 s in a quiet hour (10.24 to 9.92 s)
+and 0.07 s in a slower one (10.73 to 10.66 s); the 30-day backfill went from 264 to 253 s, and
+its peak from 2.12 to 1.82 GB (one heap keeps less unused memory than one arena per thread
+did). A one-day run peaks about 0.2 GB higher (1.49 to 1.68 GB): what it freed stays mapped
+until the process ends. Without the single arena the threads' arenas kept their own memory,
+and with trimming left on freed memory went back: neither gained.
 
 Set for the rest of the process, where runs execute: ``greenstream process`` (before its landing
 child is forked) and a run's process (the warehouse resource's set-up). Not in a code server or

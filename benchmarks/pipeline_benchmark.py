@@ -44,6 +44,7 @@ the end, unless ``--keep`` is given. Timings are wall-clock: note the load next 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -56,8 +57,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(__file__).resolve().parent / ".data"
@@ -357,16 +362,32 @@ def write_dagster_home(path: Path) -> Path:
     Its storage is created here, before any timing: a deployment's instance exists already,
     and creating the SQLite databases is not the pipeline's work.
     """
-    import dagster as dg
-
     path.mkdir(parents=True, exist_ok=True)
     if DEPLOY_DAGSTER_YAML.exists():
         shutil.copy(DEPLOY_DAGSTER_YAML, path / "dagster.yaml")
     else:
         (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    with dg.DagsterInstance.from_config(str(path)) as instance:
+    with opened_instance(path) as instance:
         instance.get_runs(limit=1)
     return path
+
+
+@contextlib.contextmanager
+def opened_instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
+    """The instance of ``dagster_home``, opened as the command opens it: the deployment's
+    storages find their databases through ``DAGSTER_HOME`` (``deploy/dagster.yaml``)."""
+    import dagster as dg
+
+    before = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    try:
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            yield instance
+    finally:
+        if before is None:
+            del os.environ["DAGSTER_HOME"]
+        else:
+            os.environ["DAGSTER_HOME"] = before
 
 
 def time_imports(work: Path) -> Measured:
@@ -399,13 +420,12 @@ def day_spans(
 
 def read_runs(dagster_home: Path) -> list[RunTiming]:
     """Each run's days, times and step durations, from the persisted event log."""
-    import dagster as dg
     from dagster._core.events import DagsterEventType
 
     from greenstream_dagster.orchestration.assets import days_done, first_and_last_day
 
     timings = []
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+    with opened_instance(dagster_home) as instance:
         for run in instance.get_runs():
             started: dict[str, float] = {}
             steps: dict[str, tuple[float, float]] = {}

@@ -16,8 +16,8 @@ What stays as Dagster does it: every call is its own transaction, taken under th
 storage's lock; the databases are in WAL mode, so an idle connection kept open blocks no other
 process (the web server, the daemon, a run worker). Closing the last connection to a database
 copied its new pages from the WAL into the file; the web UI's live view of a run waits for that
-file to change (Dagster's ``watch``), so a run's events are copied at the end of each call, as
-before. What is added:
+file to change (Dagster's ``watch``), so a run's events are copied at the end of each call that
+stored any, as before. What is added:
 
 - a forked process never uses its parent's connections: it opens its own;
 - the event storage keeps the engines of the ``KEPT_SHARDS`` databases used last (the index and
@@ -146,12 +146,15 @@ class KeptSqliteEventLogStorage(_InDagsterHome, SqliteEventLogStorage):
                 self._initdb(engine)
                 self._initialized_dbs.add(shard)
             with engine.connect() as conn:
+                sqlite = conn.connection.driver_connection
+                changes = sqlite.total_changes
                 with conn.begin():
                     yield conn
-                if shard != INDEX_SHARD_NAME:
+                if shard != INDEX_SHARD_NAME and sqlite.total_changes != changes:
                     # What closing the last connection did: copy the new events from the WAL
                     # into the run's file, whose change the web UI's live view of the run
-                    # waits on (``watch``). Passive: never waits on a reader.
+                    # waits on (``watch``). Passive: never waits on a reader. After a call
+                    # that wrote, not after the web server's many reads.
                     conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     def wipe(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy.event
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 
@@ -174,16 +175,6 @@ def test_the_dagster_internals_overridden_have_the_shape_relied_on():
     assert "self._conn_string" in inspect.getsource(SqliteRunStorage)
 
 
-def _log_entry(run_id: str, message: str) -> dg.EventLogEntry:
-    return dg.EventLogEntry(
-        error_info=None,
-        level="INFO",
-        user_message=message,
-        run_id=run_id,
-        timestamp=1_795_000_000.0,
-    )
-
-
 def test_a_watcher_of_a_run_sees_each_event_as_it_is_stored(home):
     """The web UI's live view of a run watches the run's database file change (Dagster's
     ``watch``): each event stored through a kept connection must reach the file at once, as
@@ -204,3 +195,28 @@ def test_a_watcher_of_a_run_sees_each_event_as_it_is_stored(home):
     finally:
         viewer.dispose()
     assert seen == [f"message {i}" for i in range(6)]
+
+
+def test_a_runs_events_are_copied_into_its_file_after_a_write_not_after_a_read(home):
+    storage = KeptSqliteEventLogStorage(str(home / "history" / "runs"))
+    storage.store_event(_log_entry("run-1", "message 0"))
+    engine = storage._engines.get(storage.conn_string_for_shard("run-1"))
+    statements: list[str] = []
+    sqlalchemy.event.listen(
+        engine, "before_cursor_execute", lambda conn, cursor, sql, *rest: statements.append(sql)
+    )
+    storage.store_event(_log_entry("run-1", "message 1"))
+    assert [s for s in statements if "wal_checkpoint" in s] == ["PRAGMA wal_checkpoint(PASSIVE)"]
+    statements.clear()
+    assert [e.message for e in storage.get_logs_for_run("run-1")] == ["message 0", "message 1"]
+    assert statements and not [s for s in statements if "wal_checkpoint" in s]
+
+
+def _log_entry(run_id: str, message: str) -> dg.EventLogEntry:
+    return dg.EventLogEntry(
+        error_info=None,
+        level="INFO",
+        user_message=message,
+        run_id=run_id,
+        timestamp=1_795_000_000.0,
+    )
